@@ -93,6 +93,11 @@ size_t edit_distance(std::string_view a, std::string_view b) {
 std::string closest_match(std::string_view word, const std::vector<std::string_view>& candidates) {
   std::string_view best;
   size_t best_distance = SIZE_MAX;
+  // A longer or shorter spelling of a key ("state_directory" for "state_dir").
+  for (auto c : candidates) {
+    size_t shorter = std::min(word.size(), c.size());
+    if (shorter >= 4 && (word.starts_with(c) || c.starts_with(word))) return std::string(c);
+  }
   for (auto c : candidates) {
     size_t d = edit_distance(word, c);
     if (d < best_distance) {

@@ -1,0 +1,74 @@
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "config.hpp"
+#include "exporters/http_server.hpp"
+#include "exporters/metrics.hpp"
+#include "runtime/curl_multi.hpp"
+#include "runtime/timer.hpp"
+#include "scheduler.hpp"
+
+typedef struct uv_signal_s uv_signal_t;
+
+namespace wacht {
+
+// Exit codes of wachtd, as documented in wachtd(8).
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitConfigInvalid = 1,
+  kExitUsage = 2,
+  kExitStartupFailed = 3,
+};
+
+// Owns the loop and everything on it: config, scheduler, probes, metrics and
+// the HTTP server. Started with a valid config; SIGHUP reloads it (parsed on the
+// thread pool, applied on the loop), SIGTERM/SIGINT stop it.
+class App {
+ public:
+  struct Options {
+    std::string config_path;
+    std::optional<std::string> log_level;  // overrides the config's
+  };
+
+  explicit App(Options options);
+  ~App();
+
+  // Runs until stopped; returns the process exit code.
+  int run();
+
+ private:
+  struct CheckRuntime {
+    std::unique_ptr<exporters::Metrics::CheckSeries> series;
+    std::optional<bool> last_success;
+  };
+
+  bool start(std::shared_ptr<const config::Config> cfg);
+  void apply(std::shared_ptr<const config::Config> cfg);
+  void begin_reload();
+  void finish_reload(config::LoadResult result);
+  void shutdown();
+  void on_result(const config::CheckConfig& c, const probes::ProbeResult& r, const RunInfo& info);
+  void housekeeping();
+
+  Options options_;
+  uv_loop_t* loop_ = nullptr;
+  std::shared_ptr<const config::Config> config_;
+  std::unique_ptr<exporters::Metrics> metrics_;
+  std::unique_ptr<runtime::CurlMulti> curl_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<exporters::HttpServer> http_;
+  std::unique_ptr<runtime::Timer> housekeeping_;
+  std::map<std::string, CheckRuntime, std::less<>> checks_;
+  std::vector<uv_signal_t*> signals_;
+  std::atomic<bool> ready_{false};
+  bool reloading_ = false;
+  bool reload_again_ = false;
+  bool stopping_ = false;
+};
+
+}  // namespace wacht

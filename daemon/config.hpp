@@ -1,0 +1,75 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "probes/registry.hpp"
+#include "runtime/diagnostics.hpp"
+#include "runtime/toml_reader.hpp"
+
+namespace wacht::config {
+
+using Millis = std::chrono::milliseconds;
+
+struct DaemonConfig {
+  std::string listen_host = "127.0.0.1";
+  uint16_t listen_port = 9915;
+  std::string state_dir = "/var/lib/wacht";
+  std::string log_level = "info";
+  uint32_t max_concurrent_probes = 1000;
+  std::vector<std::string> include;
+};
+
+struct TenantConfig {
+  std::string id;
+  std::string name;
+};
+
+// One check with every default, tenant default and template applied.
+struct CheckConfig {
+  std::string id;
+  const probes::ProbeType* type = nullptr;
+  std::string target;
+  std::string tenant;
+  Millis interval{0};
+  Millis timeout{0};
+  runtime::StringPairs labels;  // the check's own labels, sorted by name
+  std::shared_ptr<const probes::ProbeSpec> spec;
+  // Equal fingerprints mean an identical effective definition, so a reload
+  // can keep the running check and its schedule.
+  std::string fingerprint;
+  runtime::SourceLoc loc;
+};
+
+// Immutable once loaded; a reload builds a new one and swaps it in.
+struct Config {
+  std::string path;
+  std::vector<std::string> files;  // the main file and every included file
+  DaemonConfig daemon;
+  std::vector<TenantConfig> tenants;
+  std::vector<CheckConfig> checks;
+};
+
+struct LoadResult {
+  std::shared_ptr<const Config> config;  // null if there was any error
+  runtime::Diagnostics diagnostics;
+};
+
+// Reads, validates and resolves a config file and its includes. Every problem
+// is collected in the diagnostics (file:line:col with the offending line), not
+// just the first one.
+LoadResult load(const std::string& path);
+
+// The documented keys of each config section, for the configuration reference.
+struct Section {
+  std::string_view name;  // "daemon", "check", "check (http)", ...
+  std::string_view help;
+  std::span<const runtime::KeySpec> keys;
+};
+std::vector<Section> sections();
+
+}  // namespace wacht::config

@@ -1,0 +1,109 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "probes/probe.hpp"
+
+namespace prometheus {
+class Registry;
+class Gauge;
+class Counter;
+class Histogram;
+template <typename T>
+class Family;
+}  // namespace prometheus
+
+namespace wacht::exporters {
+
+using Labels = std::map<std::string, std::string>;
+
+// Every metric family wacht exports, in one place. Probe families follow
+// blackbox_exporter's names (declared as MetricDefs by the probes); what blackbox
+// lacks is wacht_*. Written on the loop thread; prometheus-cpp makes scraping
+// from the HTTP server's threads safe.
+class Metrics {
+ public:
+  Metrics();
+  ~Metrics();
+
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+  // The full exposition text (registry plus process_* metrics).
+  std::string serialize() const;
+
+  // One check's series. Destroying it removes them, so a check removed by a
+  // reload disappears from /metrics.
+  class CheckSeries {
+   public:
+    ~CheckSeries();
+    CheckSeries(const CheckSeries&) = delete;
+    CheckSeries& operator=(const CheckSeries&) = delete;
+
+    // Sets probe_success, probe_duration_seconds and the probe's samples; drops
+    // series the latest result no longer reports (as blackbox, which shows only
+    // the last probe's metrics).
+    // Also counts the run in wacht_probes_total.
+    void update(const probes::ProbeResult& result);
+    // Counts a dropped run in wacht_scheduler_skipped_runs_total.
+    void skipped();
+
+   private:
+    friend class Metrics;
+    struct Series {
+      const probes::MetricDef* def;
+      std::string label_value;
+      prometheus::Family<prometheus::Gauge>* family;
+      prometheus::Gauge* gauge;
+      bool seen;
+    };
+    CheckSeries(Metrics& m, Labels labels);
+    prometheus::Gauge& series(const probes::MetricDef& def, const std::string& label_value);
+
+    Metrics& metrics_;
+    Labels labels_;
+    std::vector<Series> series_;
+    prometheus::Counter* success_;
+    prometheus::Counter* failure_;
+    prometheus::Counter* timeout_;
+    prometheus::Counter* skipped_;
+  };
+  // `labels` must contain check, target, type and tenant.
+  std::unique_ptr<CheckSeries> add_check(Labels labels);
+
+  // Self-metrics.
+  void observe_lag(double seconds);
+  void set_in_flight(size_t running, size_t queued);
+  // Replaces wacht_checks{tenant,type}.
+  void set_checks(const std::map<std::pair<std::string, std::string>, size_t>& counts);
+  void config_loaded(bool success, double unix_time);
+
+ private:
+  prometheus::Family<prometheus::Gauge>& probe_family(const probes::MetricDef& def);
+  prometheus::Counter* counter(prometheus::Family<prometheus::Counter>* fam, const Labels& labels);
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::map<std::string, prometheus::Family<prometheus::Gauge>*, std::less<>> probe_families_;
+  std::map<std::pair<void*, Labels>, prometheus::Counter*> counters_;
+
+  prometheus::Family<prometheus::Counter>* probes_total_;
+  prometheus::Family<prometheus::Counter>* skipped_total_;
+  prometheus::Family<prometheus::Gauge>* checks_;
+  prometheus::Family<prometheus::Counter>* reloads_total_;
+  prometheus::Histogram* lag_;
+  prometheus::Gauge* in_flight_;
+  prometheus::Gauge* queued_;
+  prometheus::Gauge* reload_ok_;
+  prometheus::Gauge* reload_time_;
+  std::vector<prometheus::Gauge*> check_counts_;
+  std::shared_ptr<class ProcessCollector> process_;
+};
+
+extern const probes::MetricDef kProbeSuccess;
+extern const probes::MetricDef kProbeDuration;
+
+}  // namespace wacht::exporters

@@ -1,0 +1,25 @@
+#!/bin/sh
+# Installs every Debian 12 package wacht needs to build, run and test.
+# Idempotent: apt runs only when something is missing.
+set -eu
+PACKAGES="
+  build-essential cmake ninja-build pkg-config git
+  libuv1-dev libcurl4-openssl-dev libssl-dev libc-ares-dev libsystemd-dev libpcre2-dev
+  prometheus-cpp-dev libcivetweb-dev libtomlplusplus-dev libspdlog-dev libfmt-dev
+  libgtest-dev libgmock-dev clang-format
+  python3 openssl curl prometheus
+"
+missing=""
+for p in $PACKAGES; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "installing:$missing"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # --no-install-recommends keeps the prometheus package from pulling in a
+  # running server; wacht only needs its promtool.
+  $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
