@@ -89,22 +89,7 @@ class Parser {
 
 class TcpProbeTest : public test::LoopTest {
  protected:
-  static void SetUpTestSuite() {
-    certs_ = new std::string(test::make_temp_dir());
-    std::string cmd = "sh '" + test::support_path("make_certs.sh") + "' '" + *certs_ + "'";
-    FILE* p = popen(cmd.c_str(), "r");
-    ASSERT_NE(p, nullptr);
-    char buf[512];
-    while (fgets(buf, sizeof buf, p)) {
-    }
-    ASSERT_EQ(pclose(p), 0) << "make_certs.sh failed";
-  }
-  static void TearDownTestSuite() {
-    std::filesystem::remove_all(*certs_);
-    delete certs_;
-    certs_ = nullptr;
-  }
-  static std::string cert(const std::string& name) { return *certs_ + "/" + name; }
+  static std::string cert(const std::string& name) { return test::certs_dir() + "/" + name; }
 
   Server tls_server(const std::string& name, std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {
@@ -139,11 +124,9 @@ class TcpProbeTest : public test::LoopTest {
     return result;
   }
 
-  static std::string* certs_;
   Parser parser_;
 };
 
-std::string* TcpProbeTest::certs_ = nullptr;
 
 TEST_F(TcpProbeTest, OpenPortIpv4) {
   Server server = start_server({"--mode", "hold"});

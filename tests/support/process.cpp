@@ -5,13 +5,17 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -105,6 +109,26 @@ std::string ChildProcess::stderr_text() const {
 
 std::string support_path(const std::string& name) {
   return std::string(WACHT_TEST_SUPPORT_DIR) + "/" + name;
+}
+
+std::string certs_dir() {
+  static const std::string dir = [] {
+    std::string d = WACHT_TEST_CERTS_DIR;
+    std::filesystem::create_directories(d);
+    // One generator at a time; the others wait and then find the files.
+    int lock = open((d + "/.lock").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    flock(lock, LOCK_EX);
+    struct stat st {};
+    bool fresh = stat((d + "/client.pem").c_str(), &st) == 0 && time(nullptr) - st.st_mtime < 86400;
+    if (!fresh) {
+      std::string cmd = "sh '" + support_path("make_certs.sh") + "' '" + d + "' >/dev/null";
+      if (std::system(cmd.c_str()) != 0) throw std::runtime_error("make_certs.sh failed");
+    }
+    flock(lock, LOCK_UN);
+    close(lock);
+    return d;
+  }();
+  return dir;
 }
 
 std::string make_temp_dir() {

@@ -37,6 +37,10 @@ class ChildProcess {
 
 // Path of a file under tests/support.
 std::string support_path(const std::string& name);
+// The directory of the test certificates from make_certs.sh (see its header),
+// shared by every test process of a build and remade when older than a day so
+// that "expires in 3 days" stays true. Safe to call from parallel processes.
+std::string certs_dir();
 // A fresh empty directory under $TMPDIR, removed by the caller (or left for debugging).
 std::string make_temp_dir();
 // A one-shot HTTP GET to 127.0.0.1:port; returns status code and body ("" on failure).
