@@ -6,9 +6,9 @@
 #include <systemd/sd-daemon.h>
 #include <uv.h>
 
+#include <signal.h>
 #include <chrono>
 #include <filesystem>
-#include <signal.h>
 
 #include "log.hpp"
 #include "version.hpp"
@@ -18,8 +18,7 @@ namespace wacht {
 namespace {
 
 double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 // Hanging targets hold a socket each until their timeout; the default soft
@@ -62,8 +61,7 @@ int App::run() {
   std::error_code ec;
   std::filesystem::create_directories(loaded.config->daemon.state_dir, ec);
   if (ec) {
-    spdlog::error("cannot create state_dir {}: {}", loaded.config->daemon.state_dir,
-                  ec.message());
+    spdlog::error("cannot create state_dir {}: {}", loaded.config->daemon.state_dir, ec.message());
     return kExitStartupFailed;
   }
   raise_fd_limit();
@@ -100,22 +98,24 @@ bool App::start(std::shared_ptr<const config::Config> cfg) {
       [ctx](const config::CheckConfig& c) {
         return c.type->create(ctx, probes::CheckTarget{c.id, c.target, c.timeout}, *c.spec);
       },
-      Scheduler::Hooks{
-          [this](const config::CheckConfig& c, const probes::ProbeResult& r, const RunInfo& i) {
-            on_result(c, r, i);
-          },
-          [this](const config::CheckConfig& c) {
-            if (auto it = checks_.find(c.id); it != checks_.end()) it->second.series->skipped();
-          }});
+      Scheduler::Hooks{[this](const config::CheckConfig& c, const probes::ProbeResult& r,
+                              const RunInfo& i) { on_result(c, r, i); },
+                       [this](const config::CheckConfig& c) {
+                         if (auto it = checks_.find(c.id); it != checks_.end())
+                           it->second.series->skipped();
+                       }});
 
   auto* metrics = metrics_.get();
   std::map<std::string, exporters::HttpServer::Handler> routes = {
       {"/metrics",
        [metrics] {
-         return exporters::HttpServer::Response{
-             200, "text/plain; version=0.0.4; charset=utf-8", metrics->serialize()};
+         return exporters::HttpServer::Response{200, "text/plain; version=0.0.4; charset=utf-8",
+                                                metrics->serialize()};
        }},
-      {"/-/healthy", [] { return exporters::HttpServer::Response{200, "text/plain", "OK\n"}; }},
+      {"/-/healthy",
+       [] {
+         return exporters::HttpServer::Response{200, "text/plain", "OK\n"};
+       }},
       {"/-/ready",
        [this] {
          bool ready = ready_.load();
@@ -173,12 +173,11 @@ void App::apply(std::shared_ptr<const config::Config> cfg) {
   for (const auto& c : cfg->checks) wanted[c.id] = &c;
   for (auto it = checks_.begin(); it != checks_.end();) {
     auto w = wanted.find(it->first);
-    bool keep = w != wanted.end() && config_ &&
-                [&] {
-                  for (const auto& old : config_->checks)
-                    if (old.id == it->first) return old.fingerprint == w->second->fingerprint;
-                  return false;
-                }();
+    bool keep = w != wanted.end() && config_ && [&] {
+      for (const auto& old : config_->checks)
+        if (old.id == it->first) return old.fingerprint == w->second->fingerprint;
+      return false;
+    }();
     it = keep ? std::next(it) : checks_.erase(it);
   }
   std::map<std::pair<std::string, std::string>, size_t> counts;
@@ -277,9 +276,7 @@ void App::on_result(const config::CheckConfig& c, const probes::ProbeResult& r,
   last = r.success;
 }
 
-void App::housekeeping() {
-  metrics_->set_in_flight(scheduler_->in_flight(), scheduler_->queued());
-}
+void App::housekeeping() { metrics_->set_in_flight(scheduler_->in_flight(), scheduler_->queued()); }
 
 void App::shutdown() {
   if (stopping_) return;

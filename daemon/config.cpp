@@ -2,14 +2,14 @@
 
 #include <glob.h>
 
+#include <fmt/format.h>
+#include <toml++/toml.h>
 #include <algorithm>
 #include <filesystem>
-#include <fmt/format.h>
 #include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 
 namespace wacht::config {
 
@@ -75,7 +75,8 @@ constexpr KeySpec kCheckKeys[] = {
     {"target", "string", "",
      "What to probe; its form depends on the type (a URL for http, host:port for tcp)."},
     {"tenant", "string", "from [defaults]", "Id of a tenant from [tenants]; the 'tenant' label."},
-    {"template", "string", "", "Name of a template from [templates] whose keys this check inherits."},
+    {"template", "string", "",
+     "Name of a template from [templates] whose keys this check inherits."},
     {"interval", "duration", "from [defaults]", "How often the check runs."},
     {"timeout", "duration", "from [defaults]", "Most time one run may take; less than interval."},
     {"labels", "table of strings", "{}", "Extra labels on the check's metrics."},
@@ -85,8 +86,8 @@ constexpr Millis kDefaultInterval{30000};
 constexpr Millis kDefaultTimeout{10000};
 
 const std::set<std::string, std::less<>> kReservedLabels = {
-    "check", "target", "type", "tenant", "phase", "version", "result", "stat",
-    "le",    "quantile", "instance", "job"};
+    "check",  "target", "type", "tenant",   "phase",    "version",
+    "result", "stat",   "le",   "quantile", "instance", "job"};
 
 bool valid_label_name(std::string_view n) {
   if (n.empty() || n.starts_with("__")) return false;
@@ -169,8 +170,8 @@ class Loader {
 const toml::table* Loader::parse_file(const std::string& path, const SourceLoc& included_from) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    diag_.error(included_from, fmt::format("cannot read config file '{}': {}", path,
-                                           std::strerror(errno)));
+    diag_.error(included_from,
+                fmt::format("cannot read config file '{}': {}", path, std::strerror(errno)));
     return nullptr;
   }
   std::stringstream ss;
@@ -244,17 +245,20 @@ void Loader::read_daemon(const toml::table& t) {
       r.error("listen", fmt::format("'listen' must be host:port or [ipv6]:port, not \"{}\"", *v));
   }
   if (auto v = r.get_string("state_dir")) {
-    if (v->empty()) r.error("state_dir", "'state_dir' must not be empty");
-    else d.state_dir = *v;
+    if (v->empty())
+      r.error("state_dir", "'state_dir' must not be empty");
+    else
+      d.state_dir = *v;
   }
   if (auto v = r.get_string("log_level")) {
     static const std::vector<std::string_view> kLevels = {"trace", "debug", "info", "warn",
                                                           "error"};
     if (std::find(kLevels.begin(), kLevels.end(), *v) == kLevels.end()) {
       std::string hint = runtime::closest_match(*v, kLevels);
-      r.error("log_level", fmt::format("unknown log level \"{}\"{}; use trace, debug, info, warn "
-                                       "or error",
-                                       *v, hint.empty() ? "" : " (did you mean \"" + hint + "\"?)"));
+      r.error("log_level",
+              fmt::format("unknown log level \"{}\"{}; use trace, debug, info, warn "
+                          "or error",
+                          *v, hint.empty() ? "" : " (did you mean \"" + hint + "\"?)"));
     } else {
       d.log_level = *v;
     }
@@ -346,8 +350,10 @@ void Loader::read_checks(const toml::node& n) {
     return;
   }
   for (const auto& el : *arr) {
-    if (const auto* t = el.as_table()) checks_.push_back(t);
-    else diag_.error(runtime::to_loc(el.source()), "each [[check]] entry must be a table");
+    if (const auto* t = el.as_table())
+      checks_.push_back(t);
+    else
+      diag_.error(runtime::to_loc(el.source()), "each [[check]] entry must be a table");
   }
 }
 
@@ -366,10 +372,11 @@ void Loader::read_labels(const toml::table& layer, const std::string& context,
   for (const auto& [k, v] : *t) {
     std::string name(k.str());
     if (!valid_label_name(name)) {
-      diag_.error(runtime::key_loc(k),
-                  fmt::format("{}: '{}' is not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, "
-                              "not starting with '__')",
-                              context, name));
+      diag_.error(
+          runtime::key_loc(k),
+          fmt::format("{}: '{}' is not a valid Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, "
+                      "not starting with '__')",
+                      context, name));
       continue;
     }
     if (kReservedLabels.contains(name)) {
@@ -450,12 +457,13 @@ void Loader::resolve_check(const toml::table& t) {
     diag_.error(at, "check: missing 'id'");
   } else if (auto v = r.get_string("id")) {
     if (!valid_id(*v))
-      r.error("id", fmt::format("id \"{}\" may only contain letters, digits, '.', '_', '-' and ':'",
-                                *v));
+      r.error("id",
+              fmt::format("id \"{}\" may only contain letters, digits, '.', '_', '-' and ':'", *v));
   }
 
   // Durations: the check and its template first, then tenant defaults, then [defaults].
-  auto inherited_duration = [&](std::string_view key, Millis fallback) -> std::pair<Millis, SourceLoc> {
+  auto inherited_duration = [&](std::string_view key,
+                                Millis fallback) -> std::pair<Millis, SourceLoc> {
     if (r.has(key)) {
       auto d = r.get_duration(key);
       return {d.value_or(fallback), r.loc(key)};
@@ -482,10 +490,9 @@ void Loader::resolve_check(const toml::table& t) {
   } else if (c.timeout <= Millis(0)) {
     diag_.error(timeout_loc, fmt::format("{}: timeout must be positive", context));
   } else if (c.timeout >= c.interval) {
-    diag_.error(timeout_loc,
-                fmt::format("{}: timeout ({}) must be less than interval ({})", context,
-                            runtime::format_duration(c.timeout),
-                            runtime::format_duration(c.interval)));
+    diag_.error(timeout_loc, fmt::format("{}: timeout ({}) must be less than interval ({})",
+                                         context, runtime::format_duration(c.timeout),
+                                         runtime::format_duration(c.interval)));
     if (interval_loc.valid()) diag_.note(interval_loc, "interval set here");
   }
 
@@ -545,8 +552,8 @@ void Loader::resolve_check(const toml::table& t) {
 
   std::string labels_text;
   for (const auto& [k, v] : c.labels) labels_text += k + "=" + v + ";";
-  c.fingerprint = fmt::format("{}|{}|{}|{}|{}\n{}", c.tenant, c.interval.count(),
-                              c.timeout.count(), labels_text, c.target, r.fingerprint());
+  c.fingerprint = fmt::format("{}|{}|{}|{}|{}\n{}", c.tenant, c.interval.count(), c.timeout.count(),
+                              labels_text, c.target, r.fingerprint());
   if (c.spec) config_->checks.push_back(std::move(c));
 }
 
@@ -613,12 +620,12 @@ std::vector<Section> sections() {
       {"defaults", "[defaults]: defaults for every check.", kDefaultsKeys},
       {"tenants.<id>", "[tenants.<id>]: one administration.", kTenantKeys},
       {"tenants.<id>.defaults", "Defaults for one tenant's checks.", kTenantDefaultsKeys},
-      {"check", "[[check]]: keys every check has, whatever its type. Templates "
-                "([templates.<name>]) take the same keys except id and template.",
+      {"check",
+       "[[check]]: keys every check has, whatever its type. Templates "
+       "([templates.<name>]) take the same keys except id and template.",
        kCheckKeys},
   };
-  for (const auto& t : probes::probe_types())
-    out.push_back({t.name, t.summary, t.keys});
+  for (const auto& t : probes::probe_types()) out.push_back({t.name, t.summary, t.keys});
   return out;
 }
 

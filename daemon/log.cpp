@@ -10,8 +10,10 @@ namespace wacht::log {
 
 void setup() {
   auto logger = spdlog::stderr_logger_st("wachtd");
-  if (std::getenv("JOURNAL_STREAM")) logger->set_pattern("%l: %v");
-  else logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l: %v");
+  if (std::getenv("JOURNAL_STREAM"))
+    logger->set_pattern("%l: %v");
+  else
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l: %v");
   spdlog::set_default_logger(logger);
   logger->flush_on(spdlog::level::trace);
 }

@@ -33,10 +33,12 @@ void usage(FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  static const option kOptions[] = {
-      {"config", required_argument, nullptr, 'c'},   {"check-config", no_argument, nullptr, 'n'},
-      {"log-level", required_argument, nullptr, 'l'}, {"version", no_argument, nullptr, 'V'},
-      {"help", no_argument, nullptr, 'h'},           {nullptr, 0, nullptr, 0}};
+  static const option kOptions[] = {{"config", required_argument, nullptr, 'c'},
+                                    {"check-config", no_argument, nullptr, 'n'},
+                                    {"log-level", required_argument, nullptr, 'l'},
+                                    {"version", no_argument, nullptr, 'V'},
+                                    {"help", no_argument, nullptr, 'h'},
+                                    {nullptr, 0, nullptr, 0}};
   wacht::App::Options options{kDefaultConfig, std::nullopt};
   bool check_only = false;
   int c;

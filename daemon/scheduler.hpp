@@ -36,8 +36,7 @@ class Scheduler {
     // A due run that was dropped because the previous one was still running or waiting.
     std::function<void(const config::CheckConfig&)> on_skip;
   };
-  using ProbeFactory =
-      std::function<std::unique_ptr<probes::Probe>(const config::CheckConfig&)>;
+  using ProbeFactory = std::function<std::unique_ptr<probes::Probe>(const config::CheckConfig&)>;
 
   struct ApplyStats {
     size_t added = 0, changed = 0, removed = 0, unchanged = 0;

@@ -74,9 +74,9 @@ HttpServer::HttpServer(const std::string& host, uint16_t port,
   (void)initialised;
   bool v6 = host.find(':') != std::string::npos;
   std::string listen = v6 ? fmt::format("[{}]:{}", host, port) : fmt::format("{}:{}", host, port);
-  const char* options[] = {"listening_ports", listen.c_str(), "num_threads", "4",
-                           "request_timeout_ms", "10000", "enable_keep_alive", "yes",
-                           nullptr};
+  const char* options[] = {
+      "listening_ports", listen.c_str(),      "num_threads", "4",    "request_timeout_ms",
+      "10000",           "enable_keep_alive", "yes",         nullptr};
   mg_callbacks callbacks{};
   // Keep civetweb from printing to stderr; errors come back through mg_start2.
   callbacks.log_message = [](const mg_connection*, const char*) { return 1; };

@@ -35,8 +35,9 @@ Metrics::Metrics()
                        .Register(*registry_);
   skipped_total_ = &BuildCounter()
                         .Name("wacht_scheduler_skipped_runs_total")
-                        .Help("Due runs dropped because the check's previous run was still in "
-                              "flight or waiting for a slot.")
+                        .Help(
+                            "Due runs dropped because the check's previous run was still in "
+                            "flight or waiting for a slot.")
                         .Register(*registry_);
   checks_ = &BuildGauge()
                  .Name("wacht_checks")
@@ -50,12 +51,13 @@ Metrics::Metrics()
               .Name("wacht_scheduler_lag_seconds")
               .Help("Delay between when a run was due and when its probe started.")
               .Register(*registry_)
-              .Add({}, Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                   0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10});
+              .Add({}, Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                   0.1, 0.25, 0.5, 1, 2.5, 5, 10});
   auto& scheduler = BuildGauge()
                         .Name("wacht_scheduler_probes")
-                        .Help("Probes in flight (running) and due but waiting for a slot "
-                              "under max_concurrent_probes (queued).")
+                        .Help(
+                            "Probes in flight (running) and due but waiting for a slot "
+                            "under max_concurrent_probes (queued).")
                         .Register(*registry_);
   in_flight_ = &scheduler.Add({{"state", "running"}});
   queued_ = &scheduler.Add({{"state", "queued"}});
@@ -144,8 +146,10 @@ void Metrics::CheckSeries::update(const probes::ProbeResult& result) {
   for (auto& s : series_) s.seen = false;
   series(kProbeSuccess, {}).Set(result.success ? 1 : 0);
   series(kProbeDuration, {}).Set(result.duration_seconds);
-  for (const auto& sample : result.samples) series(*sample.def, sample.label_value).Set(sample.value);
-  auto stale = std::partition(series_.begin(), series_.end(), [](const Series& s) { return s.seen; });
+  for (const auto& sample : result.samples)
+    series(*sample.def, sample.label_value).Set(sample.value);
+  auto stale =
+      std::partition(series_.begin(), series_.end(), [](const Series& s) { return s.seen; });
   for (auto it = stale; it != series_.end(); ++it) it->family->Remove(it->gauge);
   series_.erase(stale, series_.end());
   (result.timed_out ? timeout_ : result.success ? success_ : failure_)->Increment();

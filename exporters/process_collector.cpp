@@ -41,10 +41,14 @@ Stat read_stat() {
   std::string field;
   for (int i = 3; in >> field; ++i) {
     double v = std::strtod(field.c_str(), nullptr);
-    if (i == 14) s.utime_ticks = v;
-    else if (i == 15) s.stime_ticks = v;
-    else if (i == 22) s.start_ticks = v;
-    else if (i == 23) s.vsize = v;
+    if (i == 14)
+      s.utime_ticks = v;
+    else if (i == 15)
+      s.stime_ticks = v;
+    else if (i == 22)
+      s.start_ticks = v;
+    else if (i == 23)
+      s.vsize = v;
     else if (i == 24) {
       s.rss_pages = v;
       break;
@@ -71,8 +75,10 @@ prometheus::MetricFamily family(const char* name, const char* help, prometheus::
   f.help = help;
   f.type = type;
   prometheus::ClientMetric m;
-  if (type == prometheus::MetricType::Counter) m.counter.value = value;
-  else m.gauge.value = value;
+  if (type == prometheus::MetricType::Counter)
+    m.counter.value = value;
+  else
+    m.gauge.value = value;
   f.metric.push_back(m);
   return f;
 }
@@ -98,13 +104,11 @@ std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
              s.rss_pages * page),
       family("process_virtual_memory_bytes", "Virtual memory size in bytes.", MetricType::Gauge,
              s.vsize),
-      family("process_open_fds", "Number of open file descriptors.", MetricType::Gauge,
-             open_fds()),
+      family("process_open_fds", "Number of open file descriptors.", MetricType::Gauge, open_fds()),
       family("process_max_fds", "Maximum number of open file descriptors.", MetricType::Gauge,
              static_cast<double>(lim.rlim_cur)),
-      family("process_start_time_seconds",
-             "Start time of the process since unix epoch in seconds.", MetricType::Gauge,
-             start_time_),
+      family("process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
+             MetricType::Gauge, start_time_),
   };
 }
 

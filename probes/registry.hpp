@@ -22,11 +22,12 @@ struct CheckTarget {
 // registry.cpp plus its own file pair.
 struct ProbeType {
   std::string_view name;
-  std::string_view summary;                    // one line for the reference
-  std::span<const runtime::KeySpec> keys;      // type-specific keys
+  std::string_view summary;                // one line for the reference
+  std::span<const runtime::KeySpec> keys;  // type-specific keys
   // Validates the target and reads the type-specific keys; reports problems to
   // the reader's diagnostics and returns nullptr if there were any.
-  std::shared_ptr<const ProbeSpec> (*parse)(runtime::TableReader& reader, const std::string& target);
+  std::shared_ptr<const ProbeSpec> (*parse)(runtime::TableReader& reader,
+                                            const std::string& target);
   std::unique_ptr<Probe> (*create)(const ProbeContext& ctx, const CheckTarget& check,
                                    const ProbeSpec& spec);
 };

@@ -77,18 +77,12 @@ struct TcpSpec final : ProbeSpec {
 // glibc's wording, which operators know from ping and curl, over libuv's.
 std::string resolve_error(int status) {
   switch (status) {
-    case UV_EAI_NONAME:
-      return gai_strerror(EAI_NONAME);
-    case UV_EAI_AGAIN:
-      return gai_strerror(EAI_AGAIN);
-    case UV_EAI_FAIL:
-      return gai_strerror(EAI_FAIL);
-    case UV_EAI_NODATA:
-      return gai_strerror(EAI_NODATA);
-    case UV_EAI_ADDRFAMILY:
-      return gai_strerror(EAI_ADDRFAMILY);
-    default:
-      return uv_strerror(status);
+    case UV_EAI_NONAME: return gai_strerror(EAI_NONAME);
+    case UV_EAI_AGAIN: return gai_strerror(EAI_AGAIN);
+    case UV_EAI_FAIL: return gai_strerror(EAI_FAIL);
+    case UV_EAI_NODATA: return gai_strerror(EAI_NODATA);
+    case UV_EAI_ADDRFAMILY: return gai_strerror(EAI_ADDRFAMILY);
+    default: return uv_strerror(status);
   }
 }
 

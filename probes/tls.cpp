@@ -1,18 +1,17 @@
 #include "probes/tls.hpp"
 
-#include <algorithm>
-#include <ctime>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <algorithm>
+#include <ctime>
 
 namespace wacht::probes::tls {
 
 const MetricDef kEarliestCertExpiry{
     "probe_ssl_earliest_cert_expiry",
     "Returns earliest SSL cert expiry date as unix time in seconds."};
-const MetricDef kLastChainExpiry{
-    "probe_ssl_last_chain_expiry_timestamp_seconds",
-    "Returns last SSL chain expiry in timestamp seconds."};
+const MetricDef kLastChainExpiry{"probe_ssl_last_chain_expiry_timestamp_seconds",
+                                 "Returns last SSL chain expiry in timestamp seconds."};
 const MetricDef kLeafCertExpiry{
     "wacht_ssl_leaf_cert_expiry_timestamp_seconds",
     "Expiry of the server's own (leaf) certificate as unix time in seconds."};
@@ -57,8 +56,8 @@ int ctx_index() {
 }
 
 int verify_callback(int preverify_ok, X509_STORE_CTX* store) {
-  auto* ssl = static_cast<SSL*>(
-      X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  auto* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
   if (!ssl) return preverify_ok;
   auto* out = static_cast<ChainExpiry*>(SSL_get_ex_data(ssl, ssl_index()));
   if (!out) out = static_cast<ChainExpiry*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_index()));

@@ -196,16 +196,11 @@ std::string TlsSession::verify_error() const {
 std::string TlsSession::version() const {
   if (!SSL_is_init_finished(ssl_)) return {};
   switch (SSL_version(ssl_)) {
-    case TLS1_3_VERSION:
-      return "TLS 1.3";
-    case TLS1_2_VERSION:
-      return "TLS 1.2";
-    case TLS1_1_VERSION:
-      return "TLS 1.1";
-    case TLS1_VERSION:
-      return "TLS 1.0";
-    default:
-      return SSL_get_version(ssl_);
+    case TLS1_3_VERSION: return "TLS 1.3";
+    case TLS1_2_VERSION: return "TLS 1.2";
+    case TLS1_1_VERSION: return "TLS 1.1";
+    case TLS1_VERSION: return "TLS 1.0";
+    default: return SSL_get_version(ssl_);
   }
 }
 

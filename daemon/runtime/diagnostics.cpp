@@ -1,7 +1,7 @@
 #include "runtime/diagnostics.hpp"
 
-#include <algorithm>
 #include <fmt/format.h>
+#include <algorithm>
 
 namespace wacht::runtime {
 
@@ -55,7 +55,8 @@ std::string Diagnostics::quote(const SourceLoc& loc) const {
     marker += line[c - 1] == '\t' ? '\t' : ' ';
   marker += '^';
   unsigned len = std::max(1u, loc.length);
-  if (loc.column - 1 + len > line.size()) len = line.size() > loc.column - 1 ? line.size() - (loc.column - 1) : 1;
+  if (loc.column - 1 + len > line.size())
+    len = line.size() > loc.column - 1 ? line.size() - (loc.column - 1) : 1;
   marker.append(len > 1 ? len - 1 : 0, '~');
   return fmt::format("{:>5} | {}\n      | {}\n", loc.line, line, marker);
 }

@@ -16,8 +16,8 @@ std::optional<Millis> parse_duration(std::string_view text, std::string* error) 
   while (i < text.size()) {
     size_t start = i;
     bool seen_dot = false;
-    while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) ||
-                               (text[i] == '.' && !seen_dot))) {
+    while (i < text.size() &&
+           (std::isdigit(static_cast<unsigned char>(text[i])) || (text[i] == '.' && !seen_dot))) {
       if (text[i] == '.') seen_dot = true;
       ++i;
     }
@@ -28,13 +28,21 @@ std::optional<Millis> parse_duration(std::string_view text, std::string* error) 
     while (i < text.size() && std::isalpha(static_cast<unsigned char>(text[i]))) ++i;
     std::string_view unit = text.substr(unit_start, i - unit_start);
     double factor;
-    if (unit == "ms") factor = 1;
-    else if (unit == "s") factor = 1e3;
-    else if (unit == "m") factor = 60e3;
-    else if (unit == "h") factor = 3600e3;
-    else if (unit == "d") factor = 86400e3;
-    else if (unit.empty()) return fail("missing unit after '" + std::string(text.substr(start, i - start)) + "' (use ms, s, m, h or d)");
-    else return fail("unknown unit '" + std::string(unit) + "' (use ms, s, m, h or d)");
+    if (unit == "ms")
+      factor = 1;
+    else if (unit == "s")
+      factor = 1e3;
+    else if (unit == "m")
+      factor = 60e3;
+    else if (unit == "h")
+      factor = 3600e3;
+    else if (unit == "d")
+      factor = 86400e3;
+    else if (unit.empty())
+      return fail("missing unit after '" + std::string(text.substr(start, i - start)) +
+                  "' (use ms, s, m, h or d)");
+    else
+      return fail("unknown unit '" + std::string(unit) + "' (use ms, s, m, h or d)");
     total_ms += value * factor;
     if (total_ms > 1e15) return fail("duration too large");
   }

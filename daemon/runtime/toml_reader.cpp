@@ -1,10 +1,10 @@
 #include "runtime/toml_reader.hpp"
 
+#include <fmt/format.h>
+#include <toml++/toml.h>
 #include <algorithm>
 #include <cassert>
-#include <fmt/format.h>
 #include <sstream>
-#include <toml++/toml.h>
 
 namespace wacht::runtime {
 
@@ -137,9 +137,9 @@ std::optional<std::vector<std::string>> TableReader::get_string_array(std::strin
   std::vector<std::string> out;
   for (const auto& el : *arr) {
     if (!el.is_string()) {
-      diag_.error(to_loc(el.source(), value_length(el)),
-                  fmt::format("{}: '{}' must contain only strings, not {}", context_, key,
-                              type_name(el)));
+      diag_.error(
+          to_loc(el.source(), value_length(el)),
+          fmt::format("{}: '{}' must contain only strings, not {}", context_, key, type_name(el)));
       return std::nullopt;
     }
     out.emplace_back(*el.value<std::string>());
@@ -166,8 +166,8 @@ std::optional<std::vector<int64_t>> TableReader::get_int_array(std::string_view 
     }
     int64_t v = *el.value<int64_t>();
     if (v < min || v > max) {
-      diag_.error(at, fmt::format("{}: values of '{}' must be between {} and {}, not {}",
-                                  context_, key, min, max, v));
+      diag_.error(at, fmt::format("{}: values of '{}' must be between {} and {}, not {}", context_,
+                                  key, min, max, v));
       return std::nullopt;
     }
     out.push_back(v);
@@ -207,9 +207,9 @@ void TableReader::finish() {
     if (std::find(names.begin(), names.end(), key) != names.end()) continue;
     std::string hint = closest_match(key, names);
     diag_.error(entry.key_loc,
-                hint.empty() ? fmt::format("{}: unknown key '{}'", context_, key)
-                             : fmt::format("{}: unknown key '{}'; did you mean '{}'?", context_,
-                                           key, hint));
+                hint.empty()
+                    ? fmt::format("{}: unknown key '{}'", context_, key)
+                    : fmt::format("{}: unknown key '{}'; did you mean '{}'?", context_, key, hint));
   }
 }
 
@@ -217,9 +217,12 @@ std::string TableReader::fingerprint() const {
   std::ostringstream out;
   for (const auto& [key, entry] : entries_) {
     out << key << '=';
-    if (const auto* t = entry.node->as_table()) out << toml::toml_formatter(*t);
-    else if (const auto* a = entry.node->as_array()) out << toml::toml_formatter(*a);
-    else entry.node->visit([&](const auto& v) { out << toml::toml_formatter(v); });
+    if (const auto* t = entry.node->as_table())
+      out << toml::toml_formatter(*t);
+    else if (const auto* a = entry.node->as_array())
+      out << toml::toml_formatter(*a);
+    else
+      entry.node->visit([&](const auto& v) { out << toml::toml_formatter(v); });
     out << '\n';
   }
   return out.str();

@@ -64,8 +64,7 @@ class TableReader {
   std::optional<int64_t> get_int(std::string_view key, int64_t min, int64_t max);
   std::optional<Millis> get_duration(std::string_view key);
   std::optional<std::vector<std::string>> get_string_array(std::string_view key);
-  std::optional<std::vector<int64_t>> get_int_array(std::string_view key, int64_t min,
-                                                    int64_t max);
+  std::optional<std::vector<int64_t>> get_int_array(std::string_view key, int64_t min, int64_t max);
   // A table whose values are all strings, e.g. labels or HTTP headers; sorted by key.
   std::optional<StringPairs> get_string_table(std::string_view key);
 

@@ -39,8 +39,10 @@ std::vector<fs::path> golden_cases() {
   for (const auto& e : fs::directory_iterator(fs::path(WACHT_TESTDATA_DIR) / "config")) {
     std::string name = e.path().filename();
     if (!name.starts_with("invalid-")) continue;
-    if (e.is_directory()) out.push_back(e.path() / "wacht.toml");
-    else if (e.path().extension() == ".toml") out.push_back(e.path());
+    if (e.is_directory())
+      out.push_back(e.path() / "wacht.toml");
+    else if (e.path().extension() == ".toml")
+      out.push_back(e.path());
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -56,8 +58,9 @@ TEST(ConfigGolden, EveryInvalidConfigFailsWithItsExactDiagnostics) {
     EXPECT_EQ(r.config, nullptr);
     EXPECT_TRUE(r.diagnostics.has_errors());
     std::string got = replace_all(r.diagnostics.render(), dir, "");
-    fs::path golden = path.filename() == "wacht.toml" ? fs::path(path.parent_path().string() + ".err")
-                                                      : fs::path(path).replace_extension(".err");
+    fs::path golden = path.filename() == "wacht.toml"
+                          ? fs::path(path.parent_path().string() + ".err")
+                          : fs::path(path).replace_extension(".err");
     if (std::getenv("WACHT_UPDATE_GOLDEN")) {
       write_file(golden, got);
       continue;
@@ -161,10 +164,9 @@ timeout = "5s"
   EXPECT_EQ(std::string(templated->type->name), "tcp");  // from the template
   EXPECT_EQ(templated->interval, std::chrono::seconds(10));
   EXPECT_EQ(templated->timeout, std::chrono::seconds(3));
-  EXPECT_EQ(templated->labels, (runtime::StringPairs{{"region", "west"},
-                                                     {"site", "parchim"},
-                                                     {"team", "lup-net"},
-                                                     {"tier", "0"}}));
+  EXPECT_EQ(templated->labels,
+            (runtime::StringPairs{
+                {"region", "west"}, {"site", "parchim"}, {"team", "lup-net"}, {"tier", "0"}}));
 
   const auto* city = find(c, "city");
   ASSERT_NE(city, nullptr);

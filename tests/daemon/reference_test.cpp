@@ -16,8 +16,10 @@ namespace {
 std::string escape(std::string_view s) {
   std::string out;
   for (char c : s) {
-    if (c == '|') out += "\\|";
-    else out += c;
+    if (c == '|')
+      out += "\\|";
+    else
+      out += c;
   }
   return out;
 }
@@ -54,8 +56,10 @@ TEST(ConfigReference, EverySectionsKeyTableMatchesTheParser) {
     size_t end = doc.find("<!-- end keys -->", begin);
     ASSERT_NE(end, std::string::npos) << s.name;
     std::string want = render_table(s);
-    if (update) doc.replace(begin, end - begin, want);
-    else EXPECT_EQ(doc.substr(begin, end - begin), want) << "section " << s.name;
+    if (update)
+      doc.replace(begin, end - begin, want);
+    else
+      EXPECT_EQ(doc.substr(begin, end - begin), want) << "section " << s.name;
     documented.insert(std::string(s.name));
   }
   // And no table for a section the parser does not have.

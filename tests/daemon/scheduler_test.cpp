@@ -86,9 +86,11 @@ class SchedulerTest : public test::LoopTest {
           return std::make_unique<TimedProbe>(loop(), stats_,
                                               it == run_ms.end() ? default_run_ms : it->second);
         },
-        Scheduler::Hooks{[this](const config::CheckConfig& c, const probes::ProbeResult& r,
-                                const RunInfo& i) { runs_.push_back({c.id, r, i}); },
-                         [this](const config::CheckConfig& c) { ++skipped_[c.id]; }});
+        Scheduler::Hooks{
+            [this](const config::CheckConfig& c, const probes::ProbeResult& r, const RunInfo& i) {
+              runs_.push_back({c.id, r, i});
+            },
+            [this](const config::CheckConfig& c) { ++skipped_[c.id]; }});
   }
   void TearDown() override {
     scheduler_.reset();

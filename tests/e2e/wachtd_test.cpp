@@ -51,12 +51,12 @@ std::unique_ptr<ChildProcess> http_target() {
 
 // Accepts connections into its backlog and never answers.
 std::unique_ptr<ChildProcess> hanging_target() {
-  return std::make_unique<ChildProcess>(std::vector<std::string>{
-      "python3", "-c",
-      "import socket,time\n"
-      "s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(4096)\n"
-      "print(s.getsockname()[1],flush=True)\n"
-      "time.sleep(3600)\n"});
+  return std::make_unique<ChildProcess>(
+      std::vector<std::string>{"python3", "-c",
+                               "import socket,time\n"
+                               "s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(4096)\n"
+                               "print(s.getsockname()[1],flush=True)\n"
+                               "time.sleep(3600)\n"});
 }
 
 class Wachtd {
@@ -125,9 +125,11 @@ TEST(Wachtd, ProbesRealTargetsAndExportsBlackboxMetrics) {
   Wachtd d(check("web", "http", web_url, "labels = { site = \"parchim\" }") +
            check("web-port", "tcp", "127.0.0.1:" + web->first_line()) +
            check("closed", "tcp", "127.0.0.1:" + std::to_string(closed)));
-  const std::string web_labels = "check=\"web\",site=\"parchim\",target=\"" + web_url +
-                                 "\",tenant=\"lup\",type=\"http\"";
-  ASSERT_TRUE(d.wait_for("probe_success\\{" + std::regex_replace(web_labels, std::regex("[.\\[\\]/]"), "\\$&") + "\\} 1"))
+  const std::string web_labels =
+      "check=\"web\",site=\"parchim\",target=\"" + web_url + "\",tenant=\"lup\",type=\"http\"";
+  ASSERT_TRUE(d.wait_for("probe_success\\{" +
+                         std::regex_replace(web_labels, std::regex("[.\\[\\]/]"), "\\$&") +
+                         "\\} 1"))
       << d.metrics();
   ASSERT_TRUE(d.wait_for("probe_success\\{check=\"closed\"[^}]*\\} 0")) << d.metrics();
   ASSERT_TRUE(d.wait_for("probe_success\\{check=\"web-port\"[^}]*\\} 1")) << d.metrics();
@@ -199,8 +201,8 @@ TEST(Wachtd, SigtermDuringAFloodOfInFlightProbesExitsCleanlyWithinTwoSeconds) {
   std::string checks;
   for (int i = 0; i < 300; ++i) {
     std::string type = i % 2 ? "http" : "tcp";
-    std::string target = (i % 2 ? "http://127.0.0.1:" : "127.0.0.1:") + hang->first_line() +
-                         (i % 2 ? "/" : "");
+    std::string target =
+        (i % 2 ? "http://127.0.0.1:" : "127.0.0.1:") + hang->first_line() + (i % 2 ? "/" : "");
     checks += "[[check]]\nid = \"hang-" + std::to_string(i) + "\"\ntype = \"" + type +
               "\"\ntarget = \"" + target + "\"\ninterval = \"1s\"\ntimeout = \"900ms\"\n";
   }

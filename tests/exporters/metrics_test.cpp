@@ -54,15 +54,18 @@ TEST(Metrics, CheckSeriesUseBlackboxNamesAndCheckLabels) {
   r.add(kPhase, 0.02, "processing");
   s->update(r);
   std::string text = m.serialize();
-  const std::string l = "check=\"portal\",site=\"parchim\",target=\"http://127.0.0.1/\",tenant=\"lup\",type=\"http\"";
+  const std::string l =
+      "check=\"portal\",site=\"parchim\",target=\"http://127.0.0.1/\",tenant=\"lup\",type=\"http\"";
   EXPECT_TRUE(contains(text, "probe_success{" + l + "} 1\n")) << text;
   EXPECT_TRUE(contains(text, "probe_duration_seconds{" + l + "} 0.25\n")) << text;
   EXPECT_TRUE(contains(text, "probe_http_status_code{" + l + "} 200\n")) << text;
-  EXPECT_TRUE(contains(text,
-                       "probe_http_duration_seconds{check=\"portal\",phase=\"connect\",site=\"parchim\","
-                       "target=\"http://127.0.0.1/\",tenant=\"lup\",type=\"http\"} 0.01\n"))
+  EXPECT_TRUE(
+      contains(text,
+               "probe_http_duration_seconds{check=\"portal\",phase=\"connect\",site=\"parchim\","
+               "target=\"http://127.0.0.1/\",tenant=\"lup\",type=\"http\"} 0.01\n"))
       << text;
-  EXPECT_TRUE(contains(text, "wacht_probes_total{result=\"success\",tenant=\"lup\",type=\"http\"} 1\n"))
+  EXPECT_TRUE(
+      contains(text, "wacht_probes_total{result=\"success\",tenant=\"lup\",type=\"http\"} 1\n"))
       << text;
 }
 
@@ -79,7 +82,8 @@ TEST(Metrics, SeriesTheLatestResultLacksDisappear) {
   std::string text = m.serialize();
   EXPECT_FALSE(contains(text, "probe_http_status_code{")) << text;
   EXPECT_TRUE(contains(text, "probe_success{check=\"portal\"")) << text;
-  EXPECT_TRUE(contains(text, "wacht_probes_total{result=\"timeout\",tenant=\"lup\",type=\"http\"} 1"));
+  EXPECT_TRUE(
+      contains(text, "wacht_probes_total{result=\"timeout\",tenant=\"lup\",type=\"http\"} 1"));
 }
 
 TEST(Metrics, RemovedCheckLosesItsSeries) {
@@ -111,11 +115,11 @@ TEST(Metrics, ExpositionPassesPromtool) {
   m.set_checks({{{"lup", "http"}, 1}});
   m.config_loaded(true, 1.7e9);
   std::string text = m.serialize();
-  for (const char* name : {"wacht_build_info", "wacht_scheduler_lag_seconds_bucket",
-                           "wacht_scheduler_skipped_runs_total", "wacht_config_reloads_total",
-                           "wacht_config_last_reload_successful", "wacht_checks{",
-                           "process_cpu_seconds_total", "process_resident_memory_bytes",
-                           "process_open_fds"}) {
+  for (const char* name :
+       {"wacht_build_info", "wacht_scheduler_lag_seconds_bucket",
+        "wacht_scheduler_skipped_runs_total", "wacht_config_reloads_total",
+        "wacht_config_last_reload_successful", "wacht_checks{", "process_cpu_seconds_total",
+        "process_resident_memory_bytes", "process_open_fds"}) {
     EXPECT_TRUE(contains(text, name)) << name;
   }
   auto [status, out] = promtool(text);
@@ -125,8 +129,13 @@ TEST(Metrics, ExpositionPassesPromtool) {
 
 TEST(HttpServer, ServesRoutesAnd404sTheRest) {
   HttpServer server("127.0.0.1", 0,
-                    {{"/hello", [] { return HttpServer::Response{200, "text/plain", "hi\n"}; }},
-                     {"/unready", [] { return HttpServer::Response{503, "text/plain", "no\n"}; }}});
+                    {{"/hello",
+                      [] {
+                        return HttpServer::Response{200, "text/plain", "hi\n"};
+                      }},
+                     {"/unready", [] {
+                        return HttpServer::Response{503, "text/plain", "no\n"};
+                      }}});
   ASSERT_GT(server.port(), 0);
   auto ok = test::http_get(server.port(), "/hello");
   EXPECT_EQ(ok.status, 200);

@@ -127,7 +127,6 @@ class TcpProbeTest : public test::LoopTest {
   Parser parser_;
 };
 
-
 TEST_F(TcpProbeTest, OpenPortIpv4) {
   Server server = start_server({"--mode", "hold"});
   std::string target = "127.0.0.1:" + std::to_string(server.port);

@@ -12,8 +12,8 @@ TEST(Duration, ParsesWhatAdminsWrite) {
     const char* text;
     Millis want;
   } cases[] = {
-      {"30s", 30s}, {"5m", 5min},       {"1h", 1h},         {"250ms", 250ms}, {"1m30s", 90s},
-      {"1.5s", 1500ms}, {"2d", 48h},    {"0s", 0ms},        {"1h0m1s", 3601s},
+      {"30s", 30s},     {"5m", 5min}, {"1h", 1h},  {"250ms", 250ms},  {"1m30s", 90s},
+      {"1.5s", 1500ms}, {"2d", 48h},  {"0s", 0ms}, {"1h0m1s", 3601s},
   };
   for (const auto& c : cases) {
     std::string err;
