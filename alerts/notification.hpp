@@ -11,17 +11,17 @@ namespace wacht::alerts {
 // outbox stores exactly this and a restart sends exactly this. Plain data,
 // serialised to the journal as JSON.
 struct Notification {
-  uint64_t seq = 0;          // assigned by the outbox, increasing, never reused
-  std::string receiver;      // receiver name from the config
+  uint64_t seq = 0;      // assigned by the outbox, increasing, never reused
+  std::string receiver;  // receiver name from the config
   // Notifications with the same thread key are delivered in the order they
   // were queued (the firing mail before its resolved mail); different keys
   // are independent.
   std::string thread_key;
-  std::string message_id;    // "<...@host>", unique; the idempotency key
-  std::string in_reply_to;   // Message-ID of the thread's first mail, or empty
-  std::string subject;       // UTF-8
-  std::string body;          // UTF-8 plain text
-  int64_t created_ms = 0;    // unix ms when queued
+  std::string message_id;   // "<...@host>", unique; the idempotency key
+  std::string in_reply_to;  // Message-ID of the thread's first mail, or empty
+  std::string subject;      // UTF-8
+  std::string body;         // UTF-8 plain text
+  int64_t created_ms = 0;   // unix ms when queued
   // Structured copy for receivers that send JSON (webhook, Alertmanager) and
   // for restoring alert state on replay: "firing" or "resolved" etc.
   std::string kind;

@@ -26,7 +26,7 @@ struct OutboxObserver {
 };
 
 struct OutboxOptions {
-  std::string dir;                                   // the state directory
+  std::string dir;                                      // the state directory
   std::chrono::milliseconds max_age{24 * 3600 * 1000};  // then dead-letter
   std::chrono::milliseconds initial_backoff{5000};
   std::chrono::milliseconds max_backoff{600000};

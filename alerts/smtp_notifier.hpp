@@ -18,7 +18,11 @@ namespace wacht::alerts {
 struct SmtpSettings {
   std::string host;
   uint16_t port = 587;
-  enum class Tls { kStartTls, kImplicit, kNone } tls = Tls::kStartTls;  // STARTTLS required by default
+  enum class Tls {
+    kStartTls,
+    kImplicit,
+    kNone
+  } tls = Tls::kStartTls;  // STARTTLS required by default
   bool tls_insecure = false;
   std::string tls_ca_file;
   std::string username;  // AUTH only if set
