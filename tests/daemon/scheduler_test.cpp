@@ -5,7 +5,12 @@
 
 #include <map>
 
+#include "probes/registry.hpp"
+#include "runtime/curl_multi.hpp"
 #include "support/loop_fixture.hpp"
+#include "support/process.hpp"
+
+#include <toml++/toml.h>
 
 namespace wacht {
 namespace {
@@ -241,6 +246,54 @@ TEST_F(SchedulerTest, RunNowStartsOutsideTheSchedule) {
   EXPECT_FALSE(scheduler_->run_now("a"));  // already running
   EXPECT_FALSE(scheduler_->run_now("unknown"));
   ASSERT_TRUE(run_until([&] { return runs_of("a") == 1; }, 3s));
+}
+
+// The real HTTP and TCP probes against a server that accepts and never
+// answers: the scheduler's timeout cancels them within 100 ms of the limit.
+TEST_F(SchedulerTest, HangingTargetsTimeOutWithin100msOfTheTimeout) {
+  test::ChildProcess http({"python3", test::support_path("http_server.py")});
+  test::ChildProcess stall({"python3", test::support_path("tcp_server.py"), "--mode", "stall"});
+  runtime::CurlMulti curl(loop());
+  probes::ProbeContext ctx{loop(), &curl};
+  runtime::Diagnostics diag;
+  std::vector<config::CheckConfig> checks;
+  std::vector<std::unique_ptr<toml::table>> tables;
+  for (const char* type : {"http", "tcp"}) {
+    config::CheckConfig c = check(type, 2000, 300);
+    c.type = probes::find_probe_type(type);
+    c.target = std::string(type) == "http" ? "http://127.0.0.1:" + http.first_line() + "/hang"
+                                           : "127.0.0.1:" + stall.first_line();
+    tables.push_back(std::make_unique<toml::table>());
+    if (std::string(type) == "tcp") {
+      // A TLS handshake the server never answers.
+      tables.back()->insert("tls", true);
+    }
+    runtime::TableReader reader(diag, type, {});
+    reader.declare(c.type->keys);
+    reader.add_layer(*tables.back());
+    c.spec = c.type->parse(reader, c.target);
+    ASSERT_NE(c.spec, nullptr) << diag.render();
+    checks.push_back(c);
+  }
+  scheduler_ = std::make_unique<Scheduler>(
+      loop(),
+      [&](const config::CheckConfig& c) {
+        return c.type->create(ctx, probes::CheckTarget{c.id, c.target, c.timeout}, *c.spec);
+      },
+      Scheduler::Hooks{[this](const config::CheckConfig& c, const probes::ProbeResult& r,
+                              const RunInfo& i) { runs_.push_back({c.id, r, i}); },
+                       nullptr});
+  scheduler_->apply(checks);
+  ASSERT_TRUE(run_until([&] { return runs_of("http") >= 1 && runs_of("tcp") >= 1; }, 5s));
+  for (const auto& r : runs_) {
+    SCOPED_TRACE(r.id);
+    EXPECT_TRUE(r.result.timed_out);
+    EXPECT_GE(r.result.duration_seconds, 0.299);
+    EXPECT_LT(r.result.duration_seconds, 0.400);
+    EXPECT_NE(r.result.summary.find("timeout after 300ms while "), std::string::npos)
+        << r.result.summary;
+  }
+  scheduler_.reset();
 }
 
 }  // namespace
