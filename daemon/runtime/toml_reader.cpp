@@ -46,8 +46,22 @@ unsigned value_length(const toml::node& n) {
 TableReader::TableReader(Diagnostics& diag, std::string context, SourceLoc table_loc)
     : diag_(diag), context_(std::move(context)), table_loc_(std::move(table_loc)) {}
 
-void TableReader::add_layer(const toml::table& table) {
-  for (const auto& [k, v] : table) entries_[std::string(k.str())] = Entry{&v, key_loc(k)};
+void TableReader::add_layer(const toml::table& table, std::string origin) {
+  for (const auto& [k, v] : table) entries_[std::string(k.str())] = Entry{&v, key_loc(k), origin};
+}
+
+void TableReader::add_layer(const toml::table& table, std::span<const KeySpec> only,
+                            std::string origin) {
+  for (const auto& [k, v] : table) {
+    for (const auto& spec : only) {
+      if (spec.name == k.str()) entries_[std::string(k.str())] = Entry{&v, key_loc(k), origin};
+    }
+  }
+}
+
+const std::string& TableReader::origin_of(std::string_view key) const {
+  auto it = entries_.find(key);
+  return it == entries_.end() || it->second.origin.empty() ? context_ : it->second.origin;
 }
 
 void TableReader::declare(std::span<const KeySpec> keys) {
@@ -63,7 +77,7 @@ SourceLoc TableReader::loc(std::string_view key) const {
 }
 
 void TableReader::error(std::string_view key, std::string message) {
-  diag_.error(loc(key), fmt::format("{}: {}", context_, message));
+  diag_.error(loc(key), fmt::format("{}: {}", origin_of(key), message));
 }
 
 const toml::node* TableReader::lookup(std::string_view key) {
@@ -137,9 +151,9 @@ std::optional<std::vector<std::string>> TableReader::get_string_array(std::strin
   std::vector<std::string> out;
   for (const auto& el : *arr) {
     if (!el.is_string()) {
-      diag_.error(
-          to_loc(el.source(), value_length(el)),
-          fmt::format("{}: '{}' must contain only strings, not {}", context_, key, type_name(el)));
+      diag_.error(to_loc(el.source(), value_length(el)),
+                  fmt::format("{}: '{}' must contain only strings, not {}", origin_of(key), key,
+                              type_name(el)));
       return std::nullopt;
     }
     out.emplace_back(*el.value<std::string>());
@@ -160,14 +174,14 @@ std::optional<std::vector<int64_t>> TableReader::get_int_array(std::string_view 
   for (const auto& el : *arr) {
     SourceLoc at = to_loc(el.source(), value_length(el));
     if (!el.is_integer()) {
-      diag_.error(at, fmt::format("{}: '{}' must contain only integers, not {}", context_, key,
-                                  type_name(el)));
+      diag_.error(at, fmt::format("{}: '{}' must contain only integers, not {}", origin_of(key),
+                                  key, type_name(el)));
       return std::nullopt;
     }
     int64_t v = *el.value<int64_t>();
     if (v < min || v > max) {
-      diag_.error(at, fmt::format("{}: values of '{}' must be between {} and {}, not {}", context_,
-                                  key, min, max, v));
+      diag_.error(at, fmt::format("{}: values of '{}' must be between {} and {}, not {}",
+                                  origin_of(key), key, min, max, v));
       return std::nullopt;
     }
     out.push_back(v);
@@ -188,7 +202,7 @@ std::optional<StringPairs> TableReader::get_string_table(std::string_view key) {
   for (const auto& [k, v] : *t) {
     if (!v.is_string()) {
       diag_.error(to_loc(v.source(), value_length(v)),
-                  fmt::format("{}: value of '{}.{}' must be a string, not {}", context_, key,
+                  fmt::format("{}: value of '{}.{}' must be a string, not {}", origin_of(key), key,
                               k.str(), type_name(v)));
       ok = false;
       continue;
@@ -206,10 +220,11 @@ void TableReader::finish() {
   for (const auto& [key, entry] : entries_) {
     if (std::find(names.begin(), names.end(), key) != names.end()) continue;
     std::string hint = closest_match(key, names);
-    diag_.error(entry.key_loc,
-                hint.empty()
-                    ? fmt::format("{}: unknown key '{}'", context_, key)
-                    : fmt::format("{}: unknown key '{}'; did you mean '{}'?", context_, key, hint));
+    std::string where = entry.origin.empty() ? "" : " (set in " + entry.origin + ")";
+    diag_.error(entry.key_loc, hint.empty()
+                                   ? fmt::format("{}: unknown key '{}'{}", context_, key, where)
+                                   : fmt::format("{}: unknown key '{}'{}; did you mean '{}'?",
+                                                 context_, key, where, hint));
   }
 }
 

@@ -48,7 +48,12 @@ class TableReader {
   // `context` names the table in messages, e.g. "check 'portal'".
   TableReader(Diagnostics& diag, std::string context, SourceLoc table_loc);
 
-  void add_layer(const toml::table& table);
+  // `origin` names the layer in messages about its values ("template 'web'",
+  // "[defaults]"); empty means the table itself. A value's problem is reported
+  // once at the place it was written, however many checks inherit it.
+  void add_layer(const toml::table& table, std::string origin = {});
+  // Adds only the keys named in `only` (inheriting from a defaults section).
+  void add_layer(const toml::table& table, std::span<const KeySpec> only, std::string origin);
   void declare(std::span<const KeySpec> keys);
 
   const std::string& context() const { return context_; }
@@ -79,7 +84,9 @@ class TableReader {
   struct Entry {
     const toml::node* node;
     SourceLoc key_loc;
+    std::string origin;
   };
+  const std::string& origin_of(std::string_view key) const;
   const toml::node* lookup(std::string_view key);
   void type_error(std::string_view key, std::string_view expected);
 
