@@ -2,6 +2,8 @@
 
 #include <glob.h>
 
+#include <functional>
+
 #include <fmt/format.h>
 #include <toml++/toml.h>
 #include <algorithm>
@@ -22,10 +24,14 @@ namespace {
 
 constexpr KeySpec kTopKeys[] = {
     {"daemon", "table", "", "Process-wide settings; only in the main file."},
-    {"defaults", "table", "", "Defaults for every check: interval, timeout, tenant, labels."},
+    {"defaults", "table", "", "Defaults for every check; only in the main file."},
     {"tenants", "table of tables", "", "The administrations checks belong to, by id."},
     {"templates", "table of tables", "", "Named sets of check keys that checks inherit."},
     {"check", "array of tables", "", "The checks."},
+    {"alerting", "table", "", "How notifications look; only in the main file."},
+    {"smtp", "table", "", "The mail server email receivers send through; only in the main file."},
+    {"receivers", "table of tables", "", "Where notifications go, by name."},
+    {"route", "array of tables", "", "Which alerts go to which receivers, tried in order."},
 };
 
 constexpr KeySpec kDaemonKeys[] = {
@@ -33,7 +39,8 @@ constexpr KeySpec kDaemonKeys[] = {
      "Address and port of the HTTP server for /metrics, /-/healthy and /-/ready. "
      "Use \"[::1]:9915\" for IPv6 or \"0.0.0.0:9915\" to listen on all addresses."},
     {"state_dir", "string", "\"/var/lib/wacht\"",
-     "Directory for state that must survive restarts."},
+     "Directory for state that must survive restarts: alert states and the outbox of "
+     "undelivered notifications."},
     {"log_level", "string", "\"info\"",
      "One of trace, debug, info, warn, error. --log-level overrides it."},
     {"max_concurrent_probes", "integer", "1000",
@@ -41,14 +48,39 @@ constexpr KeySpec kDaemonKeys[] = {
      "wacht_scheduler_lag_seconds)."},
     {"include", "array of strings", "[]",
      "Glob patterns of further config files, relative to this file's directory, "
-     "e.g. [\"conf.d/*.toml\"]. Included files may hold tenants, templates and checks."},
+     "e.g. [\"conf.d/*.toml\"]. Included files may hold tenants, templates, checks, "
+     "receivers and routes."},
 };
 
-constexpr KeySpec kDefaultsKeys[] = {
-    {"interval", "duration", "\"30s\"", "How often each check runs."},
+// Settings of a check that [defaults], tenant defaults and templates can carry.
+constexpr KeySpec kSettingKeys[] = {
+    {"interval", "duration", "\"30s\"", "How often the check runs."},
     {"timeout", "duration", "\"10s\", at most 80% of the interval",
      "How long one run may take before it is cancelled and counted as failed; "
      "must be less than the interval."},
+    {"max_attempts", "integer", "3",
+     "Consecutive non-OK results before a problem is hard and notified (1 = at once)."},
+    {"retry_interval", "duration", "\"10s\", at most the interval",
+     "Interval between runs while a problem or a recovery is being confirmed (soft)."},
+    {"recover_after", "integer", "1", "Consecutive OK results before a hard problem recovers."},
+    {"flap_detection", "boolean", "true",
+     "Detect flapping (frequent state changes): one notice, then quiet until it settles."},
+    {"flap_threshold_high", "integer", "30",
+     "Weighted share of state changes among the last 20 results, in percent, above which "
+     "a check is flapping."},
+    {"flap_threshold_low", "integer", "25",
+     "Share of state changes in percent below which flapping ends."},
+    {"latency_warning", "duration", "",
+     "A successful run that takes this long or longer is WARNING."},
+    {"latency_critical", "duration", "",
+     "A successful run that takes this long or longer is CRITICAL."},
+    {"cert_warning_days", "integer", "21",
+     "WARNING when the soonest certificate expiry of a TLS check is fewer days away."},
+    {"cert_critical_days", "integer", "7",
+     "CRITICAL when the soonest certificate expiry is fewer days away."},
+};
+
+constexpr KeySpec kDefaultsKeys[] = {
     {"tenant", "string", "",
      "Tenant of checks that name none (useful when one config file serves one tenant)."},
     {"labels", "table of strings", "{}",
@@ -59,14 +91,11 @@ constexpr KeySpec kDefaultsKeys[] = {
 constexpr KeySpec kTenantKeys[] = {
     {"name", "string", "the tenant id", "Display name, e.g. \"Landkreis Ludwigslust-Parchim\"."},
     {"defaults", "table", "{}",
-     "Defaults for this tenant's checks (interval, timeout, labels); they override [defaults]."},
+     "Defaults for this tenant's checks (labels and any check setting); they override "
+     "[defaults]."},
 };
 
-constexpr KeySpec kTenantDefaultsKeys[] = {
-    kDefaultsKeys[0],
-    kDefaultsKeys[1],
-    kDefaultsKeys[3],
-};
+constexpr KeySpec kTenantDefaultsKeys[] = {kDefaultsKeys[1]};
 
 constexpr KeySpec kCheckKeys[] = {
     {"id", "string", "",
@@ -77,13 +106,72 @@ constexpr KeySpec kCheckKeys[] = {
     {"tenant", "string", "from [defaults]", "Id of a tenant from [tenants]; the 'tenant' label."},
     {"template", "string", "",
      "Name of a template from [templates] whose keys this check inherits."},
-    {"interval", "duration", "from [defaults]", "How often the check runs."},
-    {"timeout", "duration", "from [defaults]", "Most time one run may take; less than interval."},
     {"labels", "table of strings", "{}", "Extra labels on the check's metrics."},
+    {"depends_on", "array of strings", "[]",
+     "Ids of the checks this one needs (its host, the WAN link of its site). While they "
+     "are down this check is UNREACHABLE and notifies nothing."},
+    {"depends_mode", "string", "\"any\"",
+     "\"any\": unreachable when any parent is down; \"all\": only when all are (redundant "
+     "links)."},
+    {"description", "string", "", "What the check watches, shown in notifications."},
+};
+
+constexpr KeySpec kAlertingKeys[] = {
+    {"link", "string", "",
+     "Link shown in every notification, with {check}, {target} and {tenant} replaced, e.g. "
+     "\"https://grafana.example.org/d/wacht?var-check={check}\"."},
+    {"timezone", "string", "the system's",
+     "Time zone for times in notifications, e.g. \"Europe/Berlin\"."},
+    {"hostname", "string", "the host name", "Domain part of Message-IDs."},
+};
+
+constexpr KeySpec kSmtpKeys[] = {
+    {"smarthost", "string", "", "Mail server as host:port, e.g. \"mail.example.org:587\"."},
+    {"tls", "string", "\"starttls\"",
+     "\"starttls\": STARTTLS is required (the default; never falls back to plain text), "
+     "\"tls\": implicit TLS (port 465), \"none\": no encryption (only for a local relay)."},
+    {"tls_insecure", "boolean", "false", "Skip verification of the server's certificate."},
+    {"tls_ca_file", "string", "system trust store", "PEM file with CAs to verify the server."},
+    {"username", "string", "", "User for SMTP AUTH; requires password_file."},
+    {"password_file", "string", "",
+     "File holding the SMTP password (one trailing newline ignored); read at load, never logged."},
+    {"from", "string", "", "Sender, e.g. \"wacht <wacht@example.org>\"."},
+    {"reply_to", "string", "", "Reply-To header, e.g. the operations desk."},
+    {"hello", "string", "the host name", "Name sent with EHLO."},
+    {"timeout", "duration", "\"30s\"", "Most time for one delivery attempt."},
+};
+
+constexpr KeySpec kReceiverKeys[] = {
+    {"type", "string", "", "\"email\" (through [smtp]) or \"log\" (a log line per message)."},
+    {"to", "array of strings", "", "Recipients of an email receiver."},
+    {"language", "string", "\"de\"", "Language of the shipped templates: \"de\" or \"en\"."},
+    {"per_minute", "integer", "0 (unlimited)",
+     "Most messages per minute to this receiver; more wait in the outbox, none is dropped."},
+    {"subject", "string", "the language's",
+     "Subject template; placeholders as documented in docs/configuration.md."},
+    {"body", "string", "the language's", "Body template; {alerts} holds the alert blocks."},
+    {"alert", "string", "the language's", "Template of one alert's block in the body."},
+};
+
+constexpr KeySpec kRouteKeys[] = {
+    {"tenants", "array of strings", "[] (any)", "Tenants whose alerts this route takes."},
+    {"severities", "array of strings", "[] (any)",
+     "Severities it takes: \"warning\", \"critical\", \"unknown\"."},
+    {"match", "table of strings", "{}", "Labels an alert must have with these values."},
+    {"receivers", "array of strings", "", "Receivers (names from [receivers]) to notify."},
+    {"group_by", "array of strings", "[\"tenant\", \"check\"]",
+     "Labels whose values form a group; alerts of one group go out in one message."},
+    {"group_wait", "duration", "\"30s\"",
+     "How long a new group waits before its first message, to collect a burst."},
+    {"group_interval", "duration", "\"5m\"",
+     "Least time between messages about a group's changes."},
+    {"repeat_interval", "duration", "\"4h\"", "How often a still-firing group is sent again."},
+    {"send_resolved", "boolean", "true", "Send a message when alerts of the group recover."},
 };
 
 constexpr Millis kDefaultInterval{30000};
 constexpr Millis kDefaultTimeout{10000};
+constexpr Millis kDefaultRetryInterval{10000};
 
 const std::set<std::string, std::less<>> kReservedLabels = {
     "check",  "target", "type", "tenant",   "phase",    "version",
@@ -156,6 +244,13 @@ class Loader {
   void read_labels(const toml::table& layer, const std::string& context,
                    std::map<std::string, std::string>& out);
   void resolve_check(const toml::table& t);
+  void read_settings(TableReader& r, CheckConfig& c);
+  void read_alerting(const toml::table& t);
+  void read_smtp(const toml::table& t);
+  void read_receivers(const toml::node& n);
+  void read_routes(const toml::node& n);
+  void check_topology();
+  void check_routes();
 
   Diagnostics& diag_;
   std::vector<std::unique_ptr<ParsedFile>> files_;
@@ -165,6 +260,8 @@ class Loader {
   std::map<std::string, std::pair<const toml::table*, SourceLoc>, std::less<>> tenants_;
   std::map<std::string, const toml::table*, std::less<>> templates_;
   std::vector<const toml::table*> checks_;
+  std::map<std::string, SourceLoc> receiver_locs_;
+  const toml::table* smtp_ = nullptr;
 };
 
 const toml::table* Loader::parse_file(const std::string& path, const SourceLoc& included_from) {
@@ -217,9 +314,10 @@ void Loader::read_top(const toml::table& root, bool main_file) {
         defaults_ = t;
         TableReader r(diag_, "[defaults]", runtime::to_loc(t->source()));
         r.declare(kDefaultsKeys);
+        r.declare(kSettingKeys);
         r.add_layer(*t);
-        r.get_duration("interval");
-        r.get_duration("timeout");
+        CheckConfig scratch;
+        read_settings(r, scratch);
         r.get_string("tenant");
         r.finish();
       } else {
@@ -231,6 +329,19 @@ void Loader::read_top(const toml::table& root, bool main_file) {
       read_templates(v);
     } else if (key == "check") {
       read_checks(v);
+    } else if (key == "alerting" || key == "smtp") {
+      if (!main_file) {
+        diag_.error(runtime::key_loc(k),
+                    fmt::format("[{}] is only allowed in the main config file", key));
+      } else if (const auto* t = v.as_table()) {
+        key == "alerting" ? read_alerting(*t) : read_smtp(*t);
+      } else {
+        diag_.error(runtime::to_loc(v.source()), fmt::format("'{}' must be a table", key));
+      }
+    } else if (key == "receivers") {
+      read_receivers(v);
+    } else if (key == "route") {
+      read_routes(v);
     }
   }
 }
@@ -305,9 +416,10 @@ void Loader::read_tenants(const toml::node& n) {
         TableReader dr(diag_, fmt::format("defaults of tenant '{}'", id),
                        runtime::to_loc(dt->source()));
         dr.declare(kTenantDefaultsKeys);
+        dr.declare(kSettingKeys);
         dr.add_layer(*dt);
-        dr.get_duration("interval");
-        dr.get_duration("timeout");
+        CheckConfig scratch;
+        read_settings(dr, scratch);
         dr.finish();
         tenant_defaults_[id] = dt;
       } else {
@@ -441,14 +553,16 @@ void Loader::resolve_check(const toml::table& t) {
 
   TableReader r(diag_, context, at);
   r.declare(kCheckKeys);
+  r.declare(kSettingKeys);
   std::map<std::string, std::string> labels;
-  for (const toml::table* layer : {defaults_, tenant_defaults, tmpl, &t}) {
-    if (!layer) continue;
-    // The defaults sections were validated on their own; their interval and
-    // timeout are looked up below, and only the template and check are read here.
-    if (layer == tmpl || layer == &t) r.add_layer(*layer);
-    read_labels(*layer, context, labels);
-  }
+  if (defaults_) r.add_layer(*defaults_, kSettingKeys, "[defaults]");
+  if (tenant_defaults)
+    r.add_layer(*tenant_defaults, kSettingKeys, fmt::format("defaults of tenant '{}'", tenant));
+  if (tmpl)
+    r.add_layer(*tmpl, fmt::format("template '{}'", *t.get("template")->value<std::string>()));
+  r.add_layer(t);
+  for (const toml::table* layer : {defaults_, tenant_defaults, tmpl, &t})
+    if (layer) read_labels(*layer, context, labels);
 
   CheckConfig c;
   c.loc = at;
@@ -460,41 +574,17 @@ void Loader::resolve_check(const toml::table& t) {
       r.error("id",
               fmt::format("id \"{}\" may only contain letters, digits, '.', '_', '-' and ':'", *v));
   }
-
-  // Durations: the check and its template first, then tenant defaults, then [defaults].
-  auto inherited_duration = [&](std::string_view key,
-                                Millis fallback) -> std::pair<Millis, SourceLoc> {
-    if (r.has(key)) {
-      auto d = r.get_duration(key);
-      return {d.value_or(fallback), r.loc(key)};
-    }
-    for (const toml::table* layer : {tenant_defaults, defaults_}) {
-      if (!layer) continue;
-      if (const toml::node* n = layer->get(key); n && n->is_string()) {
-        if (auto d = runtime::parse_duration(*n->value<std::string_view>())) {
-          return {*d, runtime::to_loc(n->source())};
-        }
-        return {fallback, runtime::to_loc(n->source())};  // already reported there
-      }
-    }
-    return {fallback, SourceLoc{}};  // the built-in default: nowhere to point at
-  };
-  auto [interval, interval_loc] = inherited_duration("interval", kDefaultInterval);
-  auto [timeout, timeout_loc] = inherited_duration("timeout", kDefaultTimeout);
-  c.interval = interval;
-  c.timeout = timeout;
-  // Like Prometheus' scrape_timeout: an unset timeout never exceeds the interval.
-  if (!timeout_loc.valid()) c.timeout = std::min(timeout, interval * 8 / 10);
-  if (c.interval < Millis(100)) {
-    diag_.error(interval_loc, fmt::format("{}: interval must be at least 100ms", context));
-  } else if (c.timeout <= Millis(0)) {
-    diag_.error(timeout_loc, fmt::format("{}: timeout must be positive", context));
-  } else if (c.timeout >= c.interval) {
-    diag_.error(timeout_loc, fmt::format("{}: timeout ({}) must be less than interval ({})",
-                                         context, runtime::format_duration(c.timeout),
-                                         runtime::format_duration(c.interval)));
-    if (interval_loc.valid()) diag_.note(interval_loc, "interval set here");
+  read_settings(r, c);
+  if (auto v = r.get_string_array("depends_on")) c.depends_on = *v;
+  c.depends_loc = r.loc("depends_on");
+  if (auto v = r.get_string("depends_mode")) {
+    if (*v == "all")
+      c.depends_all = true;
+    else if (*v != "any")
+      r.error("depends_mode",
+              fmt::format("depends_mode must be \"any\" or \"all\", not \"{}\"", *v));
   }
+  if (auto v = r.get_string("description")) c.description = *v;
 
   r.get_string("template");
   r.get_string_table("labels");  // type-checked here; merged across layers above
@@ -557,6 +647,294 @@ void Loader::resolve_check(const toml::table& t) {
   if (c.spec) config_->checks.push_back(std::move(c));
 }
 
+void Loader::read_settings(TableReader& r, CheckConfig& c) {
+  // Interval and timeout come from the most specific layer that sets them; an
+  // unset timeout follows Prometheus' scrape_timeout: never beyond the interval.
+  c.interval = r.get_duration("interval").value_or(kDefaultInterval);
+  auto timeout = r.get_duration("timeout");
+  c.timeout = timeout.value_or(std::min(kDefaultTimeout, c.interval * 8 / 10));
+  if (c.interval < Millis(100)) {
+    r.error("interval", "interval must be at least 100ms");
+  } else if (c.timeout <= Millis(0)) {
+    r.error("timeout", "timeout must be positive");
+  } else if (c.timeout >= c.interval) {
+    r.error(r.has("timeout") ? "timeout" : "interval",
+            fmt::format("timeout ({}) must be less than interval ({})",
+                        runtime::format_duration(c.timeout), runtime::format_duration(c.interval)));
+    if (r.has("timeout") && r.has("interval")) diag_.note(r.loc("interval"), "interval set here");
+  }
+  c.state.interval = c.interval;
+  c.state.retry_interval =
+      std::min(r.get_duration("retry_interval").value_or(kDefaultRetryInterval), c.interval);
+  if (c.state.retry_interval < Millis(100))
+    r.error("retry_interval", "retry_interval must be at least 100ms");
+  if (auto v = r.get_int("max_attempts", 1, 100)) c.state.max_attempts = static_cast<int>(*v);
+  if (auto v = r.get_int("recover_after", 1, 100)) c.state.recover_after = static_cast<int>(*v);
+  if (auto v = r.get_bool("flap_detection")) c.state.flap_detection = *v;
+  auto high = r.get_int("flap_threshold_high", 1, 100);
+  auto low = r.get_int("flap_threshold_low", 0, 100);
+  if (high) c.state.flap_high = static_cast<double>(*high) / 100;
+  if (low) c.state.flap_low = static_cast<double>(*low) / 100;
+  if (c.state.flap_low > c.state.flap_high)
+    r.error(low ? "flap_threshold_low" : "flap_threshold_high",
+            "flap_threshold_low must not be above flap_threshold_high");
+  c.thresholds.latency_warning = r.get_duration("latency_warning");
+  c.thresholds.latency_critical = r.get_duration("latency_critical");
+  if (c.thresholds.latency_warning && c.thresholds.latency_critical &&
+      *c.thresholds.latency_warning > *c.thresholds.latency_critical)
+    r.error("latency_warning", "latency_warning must not be above latency_critical");
+  if (auto v = r.get_int("cert_warning_days", 0, 3650))
+    c.thresholds.cert_warning_days = static_cast<int>(*v);
+  if (auto v = r.get_int("cert_critical_days", 0, 3650))
+    c.thresholds.cert_critical_days = static_cast<int>(*v);
+  if (c.thresholds.cert_critical_days > c.thresholds.cert_warning_days)
+    r.error(r.has("cert_critical_days") ? "cert_critical_days" : "cert_warning_days",
+            "cert_critical_days must not be above cert_warning_days");
+}
+
+void Loader::read_alerting(const toml::table& t) {
+  TableReader r(diag_, "[alerting]", runtime::to_loc(t.source()));
+  r.declare(kAlertingKeys);
+  r.add_layer(t);
+  if (auto v = r.get_string("link")) config_->alerting.link = *v;
+  if (auto v = r.get_string("timezone")) {
+    if (v->empty() || (!std::filesystem::exists("/usr/share/zoneinfo/" + *v) && *v != "UTC"))
+      r.error("timezone", fmt::format("unknown time zone \"{}\" (see /usr/share/zoneinfo)", *v));
+    else
+      config_->alerting.timezone = *v;
+  }
+  if (auto v = r.get_string("hostname")) config_->alerting.hostname = *v;
+  r.finish();
+}
+
+std::optional<std::string> read_secret_file(TableReader& r, std::string_view key) {
+  auto path = r.get_string(key);
+  if (!path) return std::nullopt;
+  std::ifstream in(*path, std::ios::binary);
+  if (!in) {
+    r.error(key, fmt::format("cannot read {} '{}': {}", key, *path, std::strerror(errno)));
+    return std::nullopt;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string secret = ss.str();
+  if (!secret.empty() && secret.back() == '\n') secret.pop_back();
+  if (!secret.empty() && secret.back() == '\r') secret.pop_back();
+  return secret;
+}
+
+void Loader::read_smtp(const toml::table& t) {
+  smtp_ = &t;
+  TableReader r(diag_, "[smtp]", runtime::to_loc(t.source()));
+  r.declare(kSmtpKeys);
+  r.add_layer(t);
+  alerts::SmtpSettings& s = config_->smtp;
+  if (auto v = r.get_string("smarthost")) {
+    std::string host;
+    uint16_t port = 0;
+    if (!parse_listen(*v, host, port))
+      r.error("smarthost", fmt::format("smarthost must be host:port, not \"{}\"", *v));
+    s.host = host;
+    s.port = port;
+  }
+  if (auto v = r.get_string("tls")) {
+    if (*v == "starttls")
+      s.tls = alerts::SmtpSettings::Tls::kStartTls;
+    else if (*v == "tls")
+      s.tls = alerts::SmtpSettings::Tls::kImplicit;
+    else if (*v == "none")
+      s.tls = alerts::SmtpSettings::Tls::kNone;
+    else
+      r.error("tls", fmt::format("tls must be \"starttls\", \"tls\" or \"none\", not \"{}\"", *v));
+  }
+  if (auto v = r.get_bool("tls_insecure")) s.tls_insecure = *v;
+  if (auto v = r.get_string("tls_ca_file")) s.tls_ca_file = *v;
+  if (auto v = r.get_string("username")) s.username = *v;
+  if (auto v = read_secret_file(r, "password_file")) s.password = *v;
+  if (!s.username.empty() && !r.has("password_file"))
+    r.error("username", "username needs password_file");
+  if (auto v = r.get_string("from")) s.from = *v;
+  if (auto v = r.get_string("reply_to")) s.reply_to = *v;
+  if (auto v = r.get_string("hello")) s.hello_name = *v;
+  if (auto v = r.get_duration("timeout")) s.timeout = *v;
+  r.finish();
+}
+
+void Loader::read_receivers(const toml::node& n) {
+  const auto* t = n.as_table();
+  if (!t) {
+    diag_.error(runtime::to_loc(n.source()), "'receivers' must be a table of receiver tables");
+    return;
+  }
+  for (const auto& [k, v] : *t) {
+    std::string name(k.str());
+    const auto* rt = v.as_table();
+    if (!rt) {
+      diag_.error(runtime::to_loc(v.source()), fmt::format("receiver '{}' must be a table", name));
+      continue;
+    }
+    if (receiver_locs_.contains(name)) {
+      diag_.error(runtime::key_loc(k), fmt::format("duplicate receiver '{}'", name));
+      diag_.note(receiver_locs_[name], "first defined here");
+      continue;
+    }
+    receiver_locs_[name] = runtime::key_loc(k);
+    TableReader r(diag_, fmt::format("receiver '{}'", name), runtime::to_loc(rt->source()));
+    r.declare(kReceiverKeys);
+    r.add_layer(*rt);
+    ReceiverConfig rc;
+    rc.name = name;
+    rc.loc = runtime::key_loc(k);
+    std::string type = r.get_string("type").value_or("");
+    if (type == "email")
+      rc.type = ReceiverConfig::Type::kEmail;
+    else if (type == "log")
+      rc.type = ReceiverConfig::Type::kLog;
+    else if (!r.has("type"))
+      diag_.error(rc.loc,
+                  fmt::format("receiver '{}': missing 'type' (\"email\" or \"log\")", name));
+    else
+      r.error("type", fmt::format("type must be \"email\" or \"log\", not \"{}\"", type));
+    if (auto v = r.get_string_array("to")) rc.to = *v;
+    if (rc.type == ReceiverConfig::Type::kEmail && rc.to.empty())
+      r.error(r.has("to") ? "to" : "type", "an email receiver needs at least one address in 'to'");
+    std::string lang = r.get_string("language").value_or("de");
+    if (!alerts::known_language(lang)) {
+      r.error("language", fmt::format("language must be \"de\" or \"en\", not \"{}\"", lang));
+      lang = "de";
+    }
+    rc.templates = alerts::builtin_templates(lang);
+    if (auto v = r.get_string("subject")) rc.templates.subject = *v;
+    if (auto v = r.get_string("body")) rc.templates.body = *v;
+    if (auto v = r.get_string("alert")) rc.templates.alert = *v;
+    if (auto v = r.get_int("per_minute", 0, 100000)) rc.per_minute = static_cast<int>(*v);
+    r.finish();
+    config_->receivers.push_back(std::move(rc));
+  }
+}
+
+void Loader::read_routes(const toml::node& n) {
+  const auto* arr = n.as_array();
+  if (!arr) {
+    diag_.error(runtime::to_loc(n.source()), "'route' must be an array of tables: write [[route]]");
+    return;
+  }
+  for (const auto& el : *arr) {
+    const auto* t = el.as_table();
+    if (!t) {
+      diag_.error(runtime::to_loc(el.source()), "each [[route]] entry must be a table");
+      continue;
+    }
+    size_t index = config_->routes.size() + 1;
+    TableReader r(diag_, fmt::format("route {}", index), runtime::to_loc(t->source()));
+    r.declare(kRouteKeys);
+    r.add_layer(*t);
+    alerts::RouteConfig rc;
+    rc.loc = runtime::to_loc(t->source());
+    if (auto v = r.get_string_array("tenants")) rc.tenants = *v;
+    if (auto v = r.get_string_array("severities")) {
+      for (const auto& sev : *v) {
+        if (sev != "warning" && sev != "critical" && sev != "unknown")
+          r.error("severities",
+                  fmt::format("unknown severity \"{}\"; use warning, critical or unknown", sev));
+      }
+      rc.severities = *v;
+    }
+    if (auto v = r.get_string_table("match")) rc.match.insert(v->begin(), v->end());
+    if (auto v = r.get_string_array("receivers")) rc.receivers = *v;
+    if (rc.receivers.empty())
+      diag_.error(r.loc("receivers"), fmt::format("route {}: needs at least one receiver", index));
+    if (auto v = r.get_string_array("group_by")) rc.group_by = *v;
+    if (auto v = r.get_duration("group_wait")) rc.group_wait = *v;
+    if (auto v = r.get_duration("group_interval")) rc.group_interval = *v;
+    if (auto v = r.get_duration("repeat_interval")) rc.repeat_interval = *v;
+    if (auto v = r.get_bool("send_resolved")) rc.send_resolved = *v;
+    r.finish();
+    config_->routes.push_back(std::move(rc));
+  }
+}
+
+void Loader::check_routes() {
+  for (size_t i = 0; i < config_->routes.size(); ++i) {
+    const auto& rc = config_->routes[i];
+    for (const auto& name : rc.receivers) {
+      if (!receiver_locs_.contains(name)) {
+        std::vector<std::string_view> names;
+        for (const auto& [n, _] : receiver_locs_) names.push_back(n);
+        std::string hint = runtime::closest_match(name, names);
+        diag_.error(rc.loc, fmt::format("route {}: unknown receiver '{}'{}", i + 1, name,
+                                        hint.empty() ? "" : "; did you mean '" + hint + "'?"));
+      }
+    }
+    for (const auto& tenant : rc.tenants) {
+      if (!tenants_.contains(tenant))
+        diag_.error(rc.loc, fmt::format("route {}: unknown tenant '{}'", i + 1, tenant));
+    }
+  }
+  bool email = false;
+  for (const auto& r : config_->receivers) email = email || r.type == ReceiverConfig::Type::kEmail;
+  if (email && (config_->smtp.host.empty() || config_->smtp.from.empty())) {
+    const auto& r = *std::find_if(
+        config_->receivers.begin(), config_->receivers.end(),
+        [](const ReceiverConfig& r) { return r.type == ReceiverConfig::Type::kEmail; });
+    diag_.error(r.loc, fmt::format("receiver '{}' sends email: [smtp] needs 'smarthost' and 'from'",
+                                   r.name));
+  }
+  // A tenant whose alerts no route takes would page nobody: say so.
+  for (const auto& tenant : config_->tenants) {
+    alerts::Router router(config_->routes);
+    bool any = false;
+    for (const char* sev : {"warning", "critical", "unknown"})
+      any = any || router.match({{"tenant", tenant.id}, {"severity", sev}}) >= 0;
+    if (!any && !config_->routes.empty())
+      diag_.warning(
+          tenants_[tenant.id].second,
+          fmt::format("no [[route]] takes alerts of tenant '{}'; they are only logged", tenant.id));
+  }
+}
+
+void Loader::check_topology() {
+  std::map<std::string, const CheckConfig*> by_id;
+  for (const auto& c : config_->checks) by_id[c.id] = &c;
+  for (const auto& c : config_->checks) {
+    for (const auto& p : c.depends_on) {
+      if (p == c.id) {
+        diag_.error(c.depends_loc, fmt::format("check '{}' depends on itself", c.id));
+      } else if (!by_id.contains(p)) {
+        std::vector<std::string_view> names;
+        for (const auto& [n, _] : by_id) names.push_back(n);
+        std::string hint = runtime::closest_match(p, names);
+        diag_.error(c.depends_loc,
+                    fmt::format("check '{}': depends_on names unknown check '{}'{}", c.id, p,
+                                hint.empty() ? "" : "; did you mean '" + hint + "'?"));
+      }
+    }
+  }
+  // Cycles: depth-first search, reporting each cycle once at its first check.
+  std::map<std::string, int> color;  // 0 new, 1 on the stack, 2 done
+  std::vector<std::string> path;
+  std::function<void(const CheckConfig&)> visit = [&](const CheckConfig& c) {
+    color[c.id] = 1;
+    path.push_back(c.id);
+    for (const auto& p : c.depends_on) {
+      auto it = by_id.find(p);
+      if (it == by_id.end() || p == c.id) continue;
+      if (color[p] == 1) {
+        auto from = std::find(path.begin(), path.end(), p);
+        std::string cycle;
+        for (auto i = from; i != path.end(); ++i) cycle += *i + " -> ";
+        diag_.error(c.depends_loc, fmt::format("dependency cycle: {}{}", cycle, p));
+      } else if (color[p] == 0) {
+        visit(*it->second);
+      }
+    }
+    path.pop_back();
+    color[c.id] = 2;
+  };
+  for (const auto& c : config_->checks)
+    if (color[c.id] == 0) visit(c);
+}
+
 std::shared_ptr<Config> Loader::run(const std::string& path) {
   config_->path = path;
   const toml::table* root = parse_file(path, SourceLoc{std::make_shared<const std::string>(path)});
@@ -600,6 +978,8 @@ std::shared_ptr<Config> Loader::run(const std::string& path) {
       diag_.note(it->second, "first defined here");
     }
   }
+  check_topology();
+  check_routes();
   if (diag_.has_errors()) return nullptr;
   return config_;
 }
@@ -624,6 +1004,14 @@ std::vector<Section> sections() {
        "[[check]]: keys every check has, whatever its type. Templates "
        "([templates.<name>]) take the same keys except id and template.",
        kCheckKeys},
+      {"check settings",
+       "Settings of a check that [defaults], tenant defaults, templates and the check itself "
+       "can carry.",
+       kSettingKeys},
+      {"alerting", "[alerting]: how notifications look.", kAlertingKeys},
+      {"smtp", "[smtp]: the mail server.", kSmtpKeys},
+      {"receivers.<name>", "[receivers.<name>]: where notifications go.", kReceiverKeys},
+      {"route", "[[route]]: which alerts go where.", kRouteKeys},
   };
   for (const auto& t : probes::probe_types()) out.push_back({t.name, t.summary, t.keys});
   return out;

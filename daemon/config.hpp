@@ -7,6 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "alerts/check_state.hpp"
+#include "alerts/grading.hpp"
+#include "alerts/router.hpp"
+#include "alerts/smtp_notifier.hpp"
+#include "alerts/templates.hpp"
 #include "probes/registry.hpp"
 #include "runtime/diagnostics.hpp"
 #include "runtime/toml_reader.hpp"
@@ -39,9 +44,30 @@ struct CheckConfig {
   Millis timeout{0};
   runtime::StringPairs labels;  // the check's own labels, sorted by name
   std::shared_ptr<const probes::ProbeSpec> spec;
+  alerts::StateConfig state;
+  alerts::Thresholds thresholds;
+  std::vector<std::string> depends_on;
+  runtime::SourceLoc depends_loc;
+  bool depends_all = false;
+  std::string description;
   // Equal fingerprints mean an identical effective definition, so a reload
   // can keep the running check and its schedule.
   std::string fingerprint;
+  runtime::SourceLoc loc;
+};
+
+struct AlertingConfig {
+  std::string link;  // with {check}, {target}, {tenant}
+  std::string timezone;
+  std::string hostname;
+};
+
+struct ReceiverConfig {
+  std::string name;
+  enum class Type { kEmail, kLog } type = Type::kLog;
+  std::vector<std::string> to;
+  alerts::Templates templates;
+  int per_minute = 0;
   runtime::SourceLoc loc;
 };
 
@@ -52,6 +78,10 @@ struct Config {
   DaemonConfig daemon;
   std::vector<TenantConfig> tenants;
   std::vector<CheckConfig> checks;
+  AlertingConfig alerting;
+  alerts::SmtpSettings smtp;  // shared by every email receiver
+  std::vector<ReceiverConfig> receivers;
+  std::vector<alerts::RouteConfig> routes;
 };
 
 struct LoadResult {
