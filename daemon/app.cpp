@@ -10,7 +10,11 @@
 #include <chrono>
 #include <filesystem>
 
+#include "alerts/grading.hpp"
+#include "alerts/smtp_notifier.hpp"
+#include "alerts/templates.hpp"
 #include "log.hpp"
+#include "state_file.hpp"
 #include "version.hpp"
 
 namespace wacht {
@@ -92,6 +96,40 @@ int App::run() {
 bool App::start(std::shared_ptr<const config::Config> cfg) {
   metrics_ = std::make_unique<exporters::Metrics>();
   curl_ = std::make_unique<runtime::CurlMulti>(loop_);
+  router_ = std::make_unique<alerts::Router>();
+  alerts::OutboxOptions outbox_options;
+  outbox_options.dir = cfg->daemon.state_dir;
+  auto* metrics = metrics_.get();
+  outbox_ = std::make_unique<alerts::Outbox>(
+      loop_, outbox_options,
+      alerts::OutboxObserver{
+          [metrics](const std::string& receiver, const std::string& result) {
+            metrics->notification_attempt(receiver, result, unix_now());
+          },
+          [](const alerts::Notification& n, const std::string& reason) {
+            spdlog::error("notification {} to {} given up: {} (subject: {})", n.message_id,
+                          n.receiver, reason, n.subject);
+          },
+          [metrics](const std::string& error) {
+            metrics->journal_write_failed();
+            spdlog::error(
+                "outbox journal: {}; notifications are kept in memory until it can be "
+                "written",
+                error);
+          }});
+  std::string error;
+  if (!outbox_->open(&error)) {
+    spdlog::error("cannot open the outbox in {}: {}", cfg->daemon.state_dir, error);
+    return false;
+  }
+  if (outbox_->corrupt_entries_skipped() > 0)
+    spdlog::error("outbox journal: skipped {} corrupt entries", outbox_->corrupt_entries_skipped());
+  if (outbox_->pending() > 0)
+    spdlog::info("outbox: {} notification(s) pending from before the restart", outbox_->pending());
+  flush_timer_ = std::make_unique<runtime::Timer>(loop_, [this] { flush_groups(); });
+  char host[256] = "localhost";
+  gethostname(host, sizeof host - 1);
+  hostname_ = host;
   probes::ProbeContext ctx{loop_, curl_.get()};
   scheduler_ = std::make_unique<Scheduler>(
       loop_,
@@ -105,7 +143,6 @@ bool App::start(std::shared_ptr<const config::Config> cfg) {
                            it->second.series->skipped();
                        }});
 
-  auto* metrics = metrics_.get();
   std::map<std::string, exporters::HttpServer::Handler> routes = {
       {"/metrics",
        [metrics] {
@@ -159,7 +196,15 @@ bool App::start(std::shared_ptr<const config::Config> cfg) {
   housekeeping_ = std::make_unique<runtime::Timer>(loop_, [this] { housekeeping(); });
   housekeeping_->start(1000, 1000);
 
-  apply(std::move(cfg));
+  apply(cfg);
+  auto snapshot = load_snapshot(cfg->daemon.state_dir, &error);
+  if (!snapshot) {
+    spdlog::error("alert state: {}; starting without it (alerts may repeat)", error);
+  } else {
+    engine_.restore(snapshot->checks);
+    router_->restore(snapshot->groups);
+    arm_flush();
+  }
   metrics_->config_loaded(true, unix_now());
   ready_ = true;
   return true;
@@ -192,6 +237,7 @@ void App::apply(std::shared_ptr<const config::Config> cfg) {
     checks_[c.id].series = metrics_->add_check(std::move(labels));
   }
   metrics_->set_checks(counts);
+  configure_alerting(*cfg);
   auto stats = scheduler_->apply(cfg->checks);
   config_ = std::move(cfg);
   spdlog::debug("config applied: {} added, {} changed, {} removed, {} unchanged", stats.added,
@@ -264,6 +310,16 @@ void App::on_result(const config::CheckConfig& c, const probes::ProbeResult& r,
   auto it = checks_.find(c.id);
   if (it == checks_.end()) return;
   it->second.series->update(r);
+  alerts::Grade g = alerts::grade(r, c.thresholds, unix_now());
+  auto fx = engine_.observe(c.id, g.state, g.summary, alerts::Clock::now());
+  if (const auto* v = engine_.view(c.id)) {
+    it->second.series->set_state(
+        v->unreachable && v->state != probes::State::kOk ? 4 : static_cast<int>(v->state));
+  }
+  // Confirm a suspected problem (or recovery) at the retry interval.
+  auto next = engine_.next_interval(c.id);
+  if (next < c.interval) scheduler_->run_after(c.id, next);
+  handle_events(fx);
   auto& last = it->second.last_success;
   // One line per change; a check that starts out up is not news.
   if ((!last && !r.success) || (last && *last != r.success)) {
@@ -276,17 +332,261 @@ void App::on_result(const config::CheckConfig& c, const probes::ProbeResult& r,
   last = r.success;
 }
 
-void App::housekeeping() { metrics_->set_in_flight(scheduler_->in_flight(), scheduler_->queued()); }
+void App::housekeeping() {
+  metrics_->set_in_flight(scheduler_->in_flight(), scheduler_->queued());
+  size_t pending = 0, firing = 0, unreachable = 0, flapping = 0;
+  for (const auto& id : engine_.ids()) {
+    const auto* v = engine_.view(id);
+    if (v->flapping) ++flapping;
+    if (v->firing)
+      ++firing;
+    else if (v->hard_state != probes::State::kOk && v->unreachable)
+      ++unreachable;
+    else if (v->state != probes::State::kOk && v->type == alerts::StateType::kSoft)
+      ++pending;
+  }
+  metrics_->set_alerts(pending, firing, unreachable, flapping);
+  metrics_->set_outbox(outbox_->pending(), outbox_->oldest_age_seconds());
+  if (state_dirty_) save_state();
+}
+
+void App::save_state() {
+  Snapshot s{engine_.save(), router_->save()};
+  std::string error;
+  if (save_snapshot(config_->daemon.state_dir, s, &error)) {
+    state_dirty_ = false;
+  } else {
+    metrics_->state_write_failed();
+    spdlog::error("cannot save alert state: {}; retrying", error);
+  }
+}
+
+void App::configure_alerting(const config::Config& cfg) {
+  if (!cfg.alerting.timezone.empty()) {
+    setenv("TZ", cfg.alerting.timezone.c_str(), 1);
+    tzset();
+  }
+  std::set<std::string> wanted;
+  std::vector<alerts::EngineCheck> checks;
+  for (const auto& c : cfg.checks) {
+    wanted.insert(c.id);
+    checks.push_back(alerts::EngineCheck{c.id, c.target, std::string(c.type->name), c.tenant,
+                                         c.labels, c.state, c.depends_on, c.depends_all});
+  }
+  // A removed check that had announced a problem closes its thread.
+  for (const auto& id : engine_.ids()) {
+    if (wanted.contains(id)) continue;
+    const auto* v = engine_.view(id);
+    if (v && v->firing)
+      router_->resolved(id, alerts::Clock::now());
+    else
+      router_->forget(id);
+  }
+  engine_.configure(std::move(checks));
+
+  std::vector<alerts::RouteConfig> routes = cfg.routes;
+  std::vector<config::ReceiverConfig> receivers = cfg.receivers;
+  if (routes.empty()) {
+    // Without routes every alert is still written to the log, never dropped.
+    config::ReceiverConfig log;
+    log.name = "log";
+    log.type = config::ReceiverConfig::Type::kLog;
+    log.templates = alerts::builtin_templates("en");
+    receivers.push_back(log);
+    alerts::RouteConfig all;
+    all.receivers = {"log"};
+    routes.push_back(all);
+  }
+  router_->set_routes(std::move(routes));
+  for (const auto& r : receivers) {
+    if (r.type == config::ReceiverConfig::Type::kEmail) {
+      alerts::SmtpSettings smtp = cfg.smtp;
+      smtp.to = r.to;
+      outbox_->add_receiver(r.name, alerts::make_smtp_notifier(loop_, curl_.get(), smtp),
+                            r.per_minute);
+    } else {
+      outbox_->add_receiver(r.name, alerts::make_log_notifier(loop_), r.per_minute);
+    }
+  }
+  receivers_ = std::move(receivers);
+  arm_flush();
+}
+
+alerts::Labels App::alert_labels(const std::string& id) {
+  const auto* v = engine_.view(id);
+  alerts::Labels l;
+  if (!v) return l;
+  for (const auto& [k, val] : v->check->labels) l[k] = val;
+  l["check"] = v->check->id;
+  l["target"] = v->check->target;
+  l["type"] = v->check->type;
+  l["tenant"] = v->check->tenant;
+  std::string sev(probes::state_name(v->hard_state));
+  for (char& ch : sev) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  l["severity"] = sev;
+  return l;
+}
+
+void App::handle_events(const alerts::AlertEngine::Effects& fx) {
+  for (const auto& id : fx.run_now) scheduler_->run_now(id);
+  if (fx.events.empty()) return;
+  auto now = alerts::Clock::now();
+  for (const auto& e : fx.events) {
+    const auto* v = engine_.view(e.id);
+    switch (e.kind) {
+      case alerts::AlertEvent::Kind::kFiring:
+        spdlog::warn("alert firing: {} {} ({})", e.id, probes::state_name(v->hard_state),
+                     v->summary);
+        router_->firing(e.id, alert_labels(e.id), now);
+        break;
+      case alerts::AlertEvent::Kind::kResolved:
+        spdlog::info("alert resolved: {}", e.id);
+        router_->resolved(e.id, now);
+        break;
+      case alerts::AlertEvent::Kind::kFlappingStarted: notify_flapping(e.id, true); break;
+      case alerts::AlertEvent::Kind::kFlappingStopped: notify_flapping(e.id, false); break;
+    }
+  }
+  state_dirty_ = true;
+  arm_flush();
+}
+
+void App::arm_flush() {
+  if (!flush_timer_) return;
+  auto next = router_->next_due();
+  if (!next) {
+    flush_timer_->stop();
+    return;
+  }
+  auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(*next - alerts::Clock::now());
+  flush_timer_->start(static_cast<uint64_t>(std::max<int64_t>(0, delay.count())));
+}
+
+alerts::AlertView App::alert_view(const std::string& id, bool resolved) {
+  alerts::AlertView a;
+  const auto* v = engine_.view(id);
+  a.check = id;
+  if (!v) return a;
+  a.target = v->check->target;
+  a.type = v->check->type;
+  a.state = std::string(probes::state_name(resolved ? probes::State::kOk : v->hard_state));
+  a.summary = v->summary;
+  a.since = v->since;
+  if (!resolved) a.affected = engine_.affected_children(id);
+  for (const auto& c : config_->checks) {
+    if (c.id == id) {
+      a.description = c.description;
+      break;
+    }
+  }
+  if (!config_->alerting.link.empty()) {
+    std::string link = config_->alerting.link;
+    const std::pair<std::string, std::string> vars[] = {
+        {"{check}", id}, {"{target}", a.target}, {"{tenant}", v->check->tenant}};
+    for (const auto& [key, value] : vars) {
+      for (size_t p; (p = link.find(key)) != std::string::npos;) link.replace(p, key.size(), value);
+    }
+    a.link = link;
+  }
+  return a;
+}
+
+void App::enqueue(const std::string& receiver, const std::string& thread, uint64_t number,
+                  const std::string& kind, std::vector<std::string> ids, alerts::Rendered text) {
+  const std::string& host =
+      config_->alerting.hostname.empty() ? hostname_ : config_->alerting.hostname;
+  alerts::Notification n;
+  n.receiver = receiver;
+  n.thread_key = receiver + "/" + thread;
+  n.message_id = fmt::format("<wacht.{}.{}.{}@{}>", thread, number, receiver, host);
+  if (number > 0) n.in_reply_to = fmt::format("<wacht.{}.0.{}@{}>", thread, receiver, host);
+  n.subject = std::move(text.subject);
+  n.body = std::move(text.body);
+  n.kind = kind;
+  n.alert_ids = std::move(ids);
+  outbox_->enqueue(std::move(n));
+}
+
+void App::flush_groups() {
+  auto now = alerts::Clock::now();
+  auto flushes = router_->due(now);
+  for (const auto& f : flushes) {
+    alerts::MessageView m;
+    m.now = now;
+    for (const auto& id : f.firing) m.firing.push_back(alert_view(id, false));
+    for (const auto& id : f.resolved) m.resolved.push_back(alert_view(id, true));
+    std::vector<std::string> ids = f.firing;
+    ids.insert(ids.end(), f.resolved.begin(), f.resolved.end());
+    if (ids.empty()) continue;
+    const auto* first = engine_.view(ids.front());
+    m.tenant = first ? first->check->tenant : "";
+    for (const auto& t : config_->tenants)
+      if (t.id == m.tenant) m.tenant_name = t.name;
+    const auto& route = router_->routes()[static_cast<size_t>(f.route)];
+    for (const auto& name : route.receivers) {
+      auto r = std::find_if(receivers_.begin(), receivers_.end(),
+                            [&](const config::ReceiverConfig& rc) { return rc.name == name; });
+      if (r == receivers_.end()) continue;
+      enqueue(name, f.thread, f.number, f.firing.empty() ? "resolved" : "firing", ids,
+              alerts::render(m, r->templates));
+    }
+  }
+  // The outbox holds the messages now; the snapshot must say they were sent
+  // before anything else happens, or a crash would announce them twice.
+  if (!flushes.empty()) save_state();
+  arm_flush();
+}
+
+void App::notify_flapping(const std::string& id, bool started) {
+  const auto* v = engine_.view(id);
+  if (!v) return;
+  spdlog::warn("check {} {} flapping", id, started ? "started" : "stopped");
+  int route_index = router_->match(alert_labels(id));
+  if (route_index < 0) return;
+  const auto& route = router_->routes()[static_cast<size_t>(route_index)];
+  std::string upper = v->check->tenant;
+  for (char& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  for (const auto& name : route.receivers) {
+    auto r = std::find_if(receivers_.begin(), receivers_.end(),
+                          [&](const config::ReceiverConfig& rc) { return rc.name == name; });
+    if (r == receivers_.end()) continue;
+    bool de = r->templates.language == "de";
+    alerts::Rendered text;
+    text.subject = fmt::format(
+        "[wacht] [{}] {}: {} ({})", upper,
+        started ? (de ? "FLATTERT" : "FLAPPING") : (de ? "FLATTERN VORBEI" : "FLAPPING STOPPED"),
+        id, v->check->target);
+    if (started) {
+      text.body = fmt::format(
+          fmt::runtime(de ? "{} ({}) wechselt häufig den Zustand; weitere Meldungen ruhen, "
+                            "bis er sich beruhigt.\nLetzte Ausgabe: {}\n"
+                          : "{} ({}) changes state often; further notifications are held "
+                            "until it settles.\nLast output: {}\n"),
+          id, v->check->target, v->summary);
+    } else {
+      text.body =
+          fmt::format(fmt::runtime(de ? "{} ({}) ist wieder stabil: {}\nLetzte Ausgabe: {}\n"
+                                      : "{} ({}) is stable again: {}\nLast output: {}\n"),
+                      id, v->check->target, probes::state_name(v->state), v->summary);
+    }
+    enqueue(name, fmt::format("flap.{}.{}", id, ++flap_notices_), 0,
+            started ? "flapping" : "flapping_stopped", {id}, std::move(text));
+  }
+}
 
 void App::shutdown() {
   if (stopping_) return;
   stopping_ = true;
   ready_ = false;
   sd_notify(0, "STOPPING=1");
-  // Cancel probes before their I/O services go away.
+  // Cancel probes and sends before their I/O services go away; keep the state.
   if (scheduler_) scheduler_->stop();
   scheduler_.reset();
   housekeeping_.reset();
+  flush_timer_.reset();
+  if (config_ && router_) save_state();
+  if (outbox_) outbox_->stop();
+  outbox_.reset();
   curl_.reset();
   http_.reset();
   for (auto* s : signals_) {

@@ -4,8 +4,12 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
+#include "alerts/alert_engine.hpp"
+#include "alerts/outbox.hpp"
+#include "alerts/router.hpp"
 #include "config.hpp"
 #include "exporters/http_server.hpp"
 #include "exporters/metrics.hpp"
@@ -54,6 +58,17 @@ class App {
   void shutdown();
   void on_result(const config::CheckConfig& c, const probes::ProbeResult& r, const RunInfo& info);
   void housekeeping();
+  // Alerting: events from the engine into the router, router flushes into the outbox.
+  void configure_alerting(const config::Config& cfg);
+  void handle_events(const alerts::AlertEngine::Effects& fx);
+  alerts::Labels alert_labels(const std::string& id);
+  void flush_groups();
+  void arm_flush();
+  void notify_flapping(const std::string& id, bool started);
+  alerts::AlertView alert_view(const std::string& id, bool resolved);
+  void enqueue(const std::string& receiver, const std::string& thread, uint64_t number,
+               const std::string& kind, std::vector<std::string> ids, alerts::Rendered text);
+  void save_state();
 
   Options options_;
   uv_loop_t* loop_ = nullptr;
@@ -63,6 +78,14 @@ class App {
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<exporters::HttpServer> http_;
   std::unique_ptr<runtime::Timer> housekeeping_;
+  alerts::AlertEngine engine_;
+  std::unique_ptr<alerts::Router> router_;
+  std::unique_ptr<alerts::Outbox> outbox_;
+  std::unique_ptr<runtime::Timer> flush_timer_;
+  std::string hostname_;
+  std::vector<config::ReceiverConfig> receivers_;
+  bool state_dirty_ = false;
+  uint64_t flap_notices_ = 0;
   std::map<std::string, CheckRuntime, std::less<>> checks_;
   std::vector<uv_signal_t*> signals_;
   std::atomic<bool> ready_{false};

@@ -15,6 +15,7 @@ struct Scheduler::Entry {
   std::unique_ptr<runtime::Timer> timer;     // next due run
   std::unique_ptr<runtime::Timer> deadline;  // timeout of the run in flight
   uint64_t next_due_ms = 0;                  // on uv_now's clock
+  uint64_t retry_at_ms = 0;                  // an extra run (run_after), 0 if none
   bool running = false;
   bool queued = false;
   uint64_t queued_due_ns = 0;
@@ -106,10 +107,36 @@ void Scheduler::remove(Entry& e) {
 
 void Scheduler::arm(Entry& e) {
   uint64_t now = uv_now(loop_);
-  e.timer->start(e.next_due_ms > now ? e.next_due_ms - now : 0);
+  uint64_t due = e.retry_at_ms ? std::min(e.retry_at_ms, e.next_due_ms) : e.next_due_ms;
+  e.timer->start(due > now ? due - now : 0);
+}
+
+void Scheduler::run_after(const std::string& id, std::chrono::milliseconds delay) {
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return;
+  Entry& e = *it->second;
+  uint64_t at = uv_now(loop_) + static_cast<uint64_t>(delay.count());
+  if (at >= e.next_due_ms) return;  // the regular run comes first anyway
+  e.retry_at_ms = at;
+  arm(e);
 }
 
 void Scheduler::on_due(Entry& e) {
+  if (e.retry_at_ms && e.retry_at_ms < e.next_due_ms && e.retry_at_ms <= uv_now(loop_)) {
+    uint64_t due_ns = e.retry_at_ms * 1000000ull;
+    e.retry_at_ms = 0;
+    arm(e);
+    if (e.running || e.queued) return;
+    if (in_flight_ >= max_concurrent_) {
+      e.queued = true;
+      e.queued_due_ns = due_ns;
+      queue_.push_back(&e);
+      return;
+    }
+    start_run(e, due_ns);
+    return;
+  }
+  e.retry_at_ms = 0;
   uint64_t due_ns = e.next_due_ms * 1000000ull;
   uint64_t interval = static_cast<uint64_t>(e.cfg.interval.count());
   uint64_t now = uv_now(loop_);

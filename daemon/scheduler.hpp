@@ -54,6 +54,9 @@ class Scheduler {
   // Runs a check as soon as a slot is free, outside its schedule (re-checks).
   // Returns false if the id is unknown or a run is already pending.
   bool run_now(const std::string& id);
+  // Runs a check once after `delay` unless a run is due sooner (retries while a
+  // problem is being confirmed); its regular schedule is unchanged.
+  void run_after(const std::string& id, std::chrono::milliseconds delay);
   // Cancels everything; the scheduler is empty afterwards.
   void stop();
 

@@ -71,9 +71,79 @@ Metrics::Metrics()
                       .Help("Timestamp of the last successful configuration reload.")
                       .Register(*registry_)
                       .Add({});
+  check_state_ = &BuildGauge()
+                      .Name("wacht_check_state")
+                      .Help(
+                          "State of the check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, "
+                          "4 UNREACHABLE (a parent is down).")
+                      .Register(*registry_);
+  alerts_ = &BuildGauge()
+                 .Name("wacht_alerts")
+                 .Help(
+                     "Checks by alert state: pending (soft problem), firing, unreachable, "
+                     "flapping.")
+                 .Register(*registry_);
+  for (const char* st : {"pending", "firing", "unreachable", "flapping"})
+    alerts_->Add({{"state", st}});
+  notifications_total_ = &BuildCounter()
+                              .Name("wacht_notifications_total")
+                              .Help(
+                                  "Delivery attempts by receiver and result (delivered, retry, "
+                                  "rejected, expired).")
+                              .Register(*registry_);
+  last_success_ = &BuildGauge()
+                       .Name("wacht_notification_last_success_timestamp_seconds")
+                       .Help("When a notification was last delivered to the receiver.")
+                       .Register(*registry_);
+  outbox_pending_ = &BuildGauge()
+                         .Name("wacht_outbox_pending")
+                         .Help("Notifications in the outbox not yet delivered.")
+                         .Register(*registry_)
+                         .Add({});
+  outbox_oldest_ = &BuildGauge()
+                        .Name("wacht_outbox_oldest_age_seconds")
+                        .Help("Age of the oldest undelivered notification, 0 if none.")
+                        .Register(*registry_)
+                        .Add({});
+  state_write_errors_ = &BuildCounter()
+                             .Name("wacht_state_write_errors_total")
+                             .Help("Failed writes of the alert state snapshot (e.g. disk full).")
+                             .Register(*registry_)
+                             .Add({});
+  journal_errors_ = &BuildCounter()
+                         .Name("wacht_outbox_journal_errors_total")
+                         .Help(
+                             "Failed writes of the outbox journal; entries are kept in memory "
+                             "and written again.")
+                         .Register(*registry_)
+                         .Add({});
 }
 
 Metrics::~Metrics() = default;
+
+void Metrics::set_alerts(size_t pending, size_t firing, size_t unreachable, size_t flapping) {
+  alerts_->Add({{"state", "pending"}}).Set(static_cast<double>(pending));
+  alerts_->Add({{"state", "firing"}}).Set(static_cast<double>(firing));
+  alerts_->Add({{"state", "unreachable"}}).Set(static_cast<double>(unreachable));
+  alerts_->Add({{"state", "flapping"}}).Set(static_cast<double>(flapping));
+}
+
+void Metrics::notification_attempt(const std::string& receiver, const std::string& result,
+                                   double unix_time) {
+  counter(notifications_total_, {{"receiver", receiver}, {"result", result}})->Increment();
+  if (result != "delivered") return;
+  auto& g = last_success_by_receiver_[receiver];
+  if (!g) g = &last_success_->Add({{"receiver", receiver}});
+  g->Set(unix_time);
+}
+
+void Metrics::set_outbox(size_t pending, double oldest_age_seconds) {
+  outbox_pending_->Set(static_cast<double>(pending));
+  outbox_oldest_->Set(oldest_age_seconds);
+}
+
+void Metrics::state_write_failed() { state_write_errors_->Increment(); }
+void Metrics::journal_write_failed() { journal_errors_->Increment(); }
 
 std::string Metrics::serialize() const {
   auto families = registry_->Collect();
@@ -124,6 +194,12 @@ Metrics::CheckSeries::CheckSeries(Metrics& m, Labels labels)
 
 Metrics::CheckSeries::~CheckSeries() {
   for (auto& s : series_) s.family->Remove(s.gauge);
+  if (state_) metrics_.check_state_->Remove(state_);
+}
+
+void Metrics::CheckSeries::set_state(int state) {
+  if (!state_) state_ = &metrics_.check_state_->Add(labels_);
+  state_->Set(state);
 }
 
 prometheus::Gauge& Metrics::CheckSeries::series(const probes::MetricDef& def,

@@ -51,6 +51,8 @@ class Metrics {
     void update(const probes::ProbeResult& result);
     // Counts a dropped run in wacht_scheduler_skipped_runs_total.
     void skipped();
+    // wacht_check_state: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, 4 UNREACHABLE.
+    void set_state(int state);
 
    private:
     friend class Metrics;
@@ -71,6 +73,7 @@ class Metrics {
     prometheus::Counter* failure_;
     prometheus::Counter* timeout_;
     prometheus::Counter* skipped_;
+    prometheus::Gauge* state_ = nullptr;
   };
   // `labels` must contain check, target, type and tenant.
   std::unique_ptr<CheckSeries> add_check(Labels labels);
@@ -81,6 +84,13 @@ class Metrics {
   // Replaces wacht_checks{tenant,type}.
   void set_checks(const std::map<std::pair<std::string, std::string>, size_t>& counts);
   void config_loaded(bool success, double unix_time);
+  // Alerting.
+  void set_alerts(size_t pending, size_t firing, size_t unreachable, size_t flapping);
+  void notification_attempt(const std::string& receiver, const std::string& result,
+                            double unix_time);
+  void set_outbox(size_t pending, double oldest_age_seconds);
+  void state_write_failed();
+  void journal_write_failed();
 
  private:
   prometheus::Family<prometheus::Gauge>& probe_family(const probes::MetricDef& def);
@@ -100,6 +110,15 @@ class Metrics {
   prometheus::Gauge* reload_ok_;
   prometheus::Gauge* reload_time_;
   std::vector<prometheus::Gauge*> check_counts_;
+  prometheus::Family<prometheus::Gauge>* check_state_;
+  prometheus::Family<prometheus::Gauge>* alerts_;
+  prometheus::Family<prometheus::Counter>* notifications_total_;
+  prometheus::Family<prometheus::Gauge>* last_success_;
+  std::map<std::string, prometheus::Gauge*> last_success_by_receiver_;
+  prometheus::Gauge* outbox_pending_;
+  prometheus::Gauge* outbox_oldest_;
+  prometheus::Counter* state_write_errors_;
+  prometheus::Counter* journal_errors_;
   std::shared_ptr<class ProcessCollector> process_;
 };
 

@@ -1,0 +1,162 @@
+#include "state_file.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace wacht {
+
+namespace {
+
+using nlohmann::json;
+constexpr const char* kFile = "state.json";
+constexpr int kVersion = 1;
+
+json to_json(const alerts::AlertEngine::Saved& s) {
+  return json{{"state", static_cast<int>(s.state.state)},
+              {"hard_state", static_cast<int>(s.state.hard_state)},
+              {"soft", s.state.type == alerts::StateType::kSoft},
+              {"attempt", s.state.attempt},
+              {"ok_streak", s.state.ok_streak},
+              {"flapping", s.state.flapping},
+              {"history", s.state.history},
+              {"last_hard_change_ms", s.state.last_hard_change_ms},
+              {"last_change_ms", s.state.last_change_ms},
+              {"summary", s.summary},
+              {"has_result", s.has_result},
+              {"last_result", static_cast<int>(s.last_result)},
+              {"firing", s.firing},
+              {"notified_state", static_cast<int>(s.notified_state)},
+              {"flapping_notified", s.flapping_notified}};
+}
+
+probes::State state_of(const json& j, const char* key) {
+  int v = j.at(key).get<int>();
+  if (v < 0 || v > 3) throw std::out_of_range(std::string("bad state in ") + key);
+  return static_cast<probes::State>(v);
+}
+
+alerts::AlertEngine::Saved check_from_json(const json& j) {
+  alerts::AlertEngine::Saved s;
+  s.state.state = state_of(j, "state");
+  s.state.hard_state = state_of(j, "hard_state");
+  s.state.type = j.at("soft").get<bool>() ? alerts::StateType::kSoft : alerts::StateType::kHard;
+  s.state.attempt = j.at("attempt").get<int>();
+  s.state.ok_streak = j.at("ok_streak").get<int>();
+  s.state.flapping = j.at("flapping").get<bool>();
+  s.state.history = j.at("history").get<std::string>();
+  s.state.last_hard_change_ms = j.at("last_hard_change_ms").get<int64_t>();
+  s.state.last_change_ms = j.at("last_change_ms").get<int64_t>();
+  s.summary = j.at("summary").get<std::string>();
+  s.has_result = j.at("has_result").get<bool>();
+  s.last_result = state_of(j, "last_result");
+  s.firing = j.at("firing").get<bool>();
+  s.notified_state = state_of(j, "notified_state");
+  s.flapping_notified = j.at("flapping_notified").get<bool>();
+  return s;
+}
+
+bool fail(std::string* error, const std::string& what) {
+  if (error) *error = what + ": " + std::strerror(errno);
+  return false;
+}
+
+}  // namespace
+
+bool save_snapshot(const std::string& dir, const Snapshot& s, std::string* error) {
+  json checks = json::object();
+  for (const auto& [id, c] : s.checks) checks[id] = to_json(c);
+  json groups = json::array();
+  for (const auto& g : s.groups) {
+    json alerts = json::array();
+    for (const auto& a : g.alerts)
+      alerts.push_back({{"id", a.id}, {"notified", a.notified}, {"resolved", a.resolved}});
+    groups.push_back({{"route", g.route},
+                      {"key", g.key},
+                      {"group_labels", g.group_labels},
+                      {"thread", g.thread},
+                      {"number", g.number},
+                      {"last_flush_ms", g.last_flush_ms},
+                      {"next_flush_ms", g.next_flush_ms},
+                      {"changed", g.changed},
+                      {"alerts", alerts}});
+  }
+  std::string text = json{{"version", kVersion}, {"checks", checks}, {"groups", groups}}.dump();
+  std::string tmp = dir + "/" + kFile + ".tmp";
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return fail(error, "cannot create " + tmp);
+  const char* p = text.data();
+  size_t left = text.size();
+  while (left > 0) {
+    ssize_t n = write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      close(fd);
+      unlink(tmp.c_str());
+      return fail(error, "cannot write " + tmp);
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  if (fdatasync(fd) != 0) {
+    close(fd);
+    unlink(tmp.c_str());
+    return fail(error, "cannot sync " + tmp);
+  }
+  close(fd);
+  if (rename(tmp.c_str(), (dir + "/" + kFile).c_str()) != 0) {
+    unlink(tmp.c_str());
+    return fail(error, "cannot replace " + dir + "/" + kFile);
+  }
+  int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+  return true;
+}
+
+std::optional<Snapshot> load_snapshot(const std::string& dir, std::string* error) {
+  std::string path = dir + "/" + kFile;
+  std::ifstream in(path);
+  if (!in) {
+    if (errno == ENOENT) return Snapshot{};
+    if (error) *error = "cannot read " + path + ": " + std::strerror(errno);
+    return std::nullopt;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    json j = json::parse(ss.str());
+    if (j.at("version").get<int>() != kVersion) throw std::runtime_error("unknown version");
+    Snapshot s;
+    for (const auto& [id, c] : j.at("checks").items()) s.checks[id] = check_from_json(c);
+    for (const auto& g : j.at("groups")) {
+      alerts::Router::SavedGroup sg;
+      sg.route = g.at("route").get<int>();
+      sg.key = g.at("key").get<std::string>();
+      sg.group_labels = g.at("group_labels").get<alerts::Labels>();
+      sg.thread = g.at("thread").get<std::string>();
+      sg.number = g.at("number").get<uint64_t>();
+      sg.created_ms = -1;
+      sg.last_flush_ms = g.at("last_flush_ms").get<int64_t>();
+      sg.next_flush_ms = g.at("next_flush_ms").get<int64_t>();
+      sg.changed = g.at("changed").get<bool>();
+      for (const auto& a : g.at("alerts"))
+        sg.alerts.push_back({a.at("id").get<std::string>(), a.at("notified").get<bool>(),
+                             a.at("resolved").get<bool>()});
+      s.groups.push_back(std::move(sg));
+    }
+    return s;
+  } catch (const std::exception& e) {
+    if (error) *error = path + " is corrupt: " + e.what();
+    return std::nullopt;
+  }
+}
+
+}  // namespace wacht
