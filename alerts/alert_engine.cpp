@@ -189,7 +189,8 @@ std::vector<std::string> AlertEngine::affected_children(const std::string& id) c
     const Node* c = stack.back();
     stack.pop_back();
     if (!seen.insert(c).second) continue;
-    if (c->has_result && c->last_result != State::kOk) out.push_back(c->cfg.id);
+    // Cut off by this outage (whether or not its own probe has failed yet), or failing.
+    if (blocked(*c) || (c->has_result && c->last_result != State::kOk)) out.push_back(c->cfg.id);
     stack.insert(stack.end(), c->children.begin(), c->children.end());
   }
   std::sort(out.begin(), out.end());

@@ -75,7 +75,7 @@ class AlertEngine {
 
   const View* view(const std::string& id);
   std::vector<std::string> ids() const;
-  // Descendants whose latest result is not OK: what a parent took down.
+  // Descendants cut off by this check's outage or failing: what it took down.
   std::vector<std::string> affected_children(const std::string& id) const;
   // The interval until the check's next run (retry_interval while confirming).
   Millis next_interval(const std::string& id) const;

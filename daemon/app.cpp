@@ -99,6 +99,9 @@ bool App::start(std::shared_ptr<const config::Config> cfg) {
   router_ = std::make_unique<alerts::Router>();
   alerts::OutboxOptions outbox_options;
   outbox_options.dir = cfg->daemon.state_dir;
+  outbox_options.initial_backoff = cfg->alerting.retry_backoff;
+  outbox_options.max_backoff = cfg->alerting.retry_max_backoff;
+  outbox_options.max_age = cfg->alerting.max_age;
   auto* metrics = metrics_.get();
   outbox_ = std::make_unique<alerts::Outbox>(
       loop_, outbox_options,

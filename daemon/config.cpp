@@ -123,6 +123,13 @@ constexpr KeySpec kAlertingKeys[] = {
     {"timezone", "string", "the system's",
      "Time zone for times in notifications, e.g. \"Europe/Berlin\"."},
     {"hostname", "string", "the host name", "Domain part of Message-IDs."},
+    {"retry_backoff", "duration", "\"5s\"",
+     "First wait before a failed delivery is tried again; doubles (with jitter) up to "
+     "retry_max_backoff."},
+    {"retry_max_backoff", "duration", "\"10m\"", "Longest wait between delivery attempts."},
+    {"max_age", "duration", "\"24h\"",
+     "How long a notification is retried before it is given up (logged and counted as "
+     "expired)."},
 };
 
 constexpr KeySpec kSmtpKeys[] = {
@@ -704,6 +711,13 @@ void Loader::read_alerting(const toml::table& t) {
       config_->alerting.timezone = *v;
   }
   if (auto v = r.get_string("hostname")) config_->alerting.hostname = *v;
+  if (auto v = r.get_duration("retry_backoff")) config_->alerting.retry_backoff = *v;
+  if (auto v = r.get_duration("retry_max_backoff")) config_->alerting.retry_max_backoff = *v;
+  if (auto v = r.get_duration("max_age")) config_->alerting.max_age = *v;
+  if (config_->alerting.retry_backoff < Millis(10))
+    r.error("retry_backoff", "retry_backoff must be at least 10ms");
+  if (config_->alerting.retry_max_backoff < config_->alerting.retry_backoff)
+    r.error("retry_max_backoff", "retry_max_backoff must not be below retry_backoff");
   r.finish();
 }
 

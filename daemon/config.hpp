@@ -60,6 +60,9 @@ struct AlertingConfig {
   std::string link;  // with {check}, {target}, {tenant}
   std::string timezone;
   std::string hostname;
+  Millis retry_backoff{5000};
+  Millis retry_max_backoff{600000};
+  Millis max_age{24 * 3600 * 1000};
 };
 
 struct ReceiverConfig {

@@ -139,7 +139,8 @@ TEST_F(Engine, GrandchildrenOfADownLinkAreUnreachableToo) {
   feed("web", C);
   EXPECT_TRUE(engine_.view("web")->unreachable);
   EXPECT_EQ(count(Kind::kFiring, "web"), 0);
-  EXPECT_EQ(engine_.affected_children("wan"), std::vector<std::string>{"web"});
+  // Both are cut off, although only web has failed a probe so far.
+  EXPECT_EQ(engine_.affected_children("wan"), (std::vector<std::string>{"host", "web"}));
 }
 
 TEST_F(Engine, FlappingSendsOneNoticeAndSilencesUntilItSettles) {

@@ -13,6 +13,7 @@
 #include <regex>
 #include <thread>
 
+#include "e2e/harness.hpp"
 #include "support/process.hpp"
 
 namespace wacht::test {
@@ -20,97 +21,6 @@ namespace {
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
-
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-// A plain HTTP server on a free loopback port (prints the port, then serves).
-std::unique_ptr<ChildProcess> http_target() {
-  return std::make_unique<ChildProcess>(std::vector<std::string>{
-      "python3", "-c",
-      "import http.server,sys\n"
-      "class H(http.server.BaseHTTPRequestHandler):\n"
-      "  def do_GET(self):\n"
-      "    b=b'hello wacht'\n"
-      "    self.send_response(200); self.send_header('Content-Length',str(len(b)));"
-      " self.end_headers(); self.wfile.write(b)\n"
-      "  def log_message(self,*a): pass\n"
-      "s=http.server.ThreadingHTTPServer(('127.0.0.1',0),H)\n"
-      "print(s.server_address[1],flush=True)\n"
-      "s.serve_forever()\n"});
-}
-
-// Accepts connections into its backlog and never answers.
-std::unique_ptr<ChildProcess> hanging_target() {
-  return std::make_unique<ChildProcess>(
-      std::vector<std::string>{"python3", "-c",
-                               "import socket,time\n"
-                               "s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(4096)\n"
-                               "print(s.getsockname()[1],flush=True)\n"
-                               "time.sleep(3600)\n"});
-}
-
-class Wachtd {
- public:
-  explicit Wachtd(const std::string& checks, const std::string& extra_daemon = "")
-      : dir_(make_temp_dir()), port_(free_port()) {
-    write(checks, extra_daemon);
-    proc_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{WACHTD_PATH, "--config", dir_ + "/wacht.toml"}, false);
-    auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (http_get(port_, "/-/ready", 500).status != 200) {
-      if (std::chrono::steady_clock::now() > deadline || !proc_->running())
-        throw std::runtime_error("wachtd did not become ready: " + proc_->stderr_text());
-      std::this_thread::sleep_for(20ms);
-    }
-  }
-  ~Wachtd() {
-    proc_.reset();
-    fs::remove_all(dir_);
-  }
-  void write(const std::string& checks, const std::string& extra_daemon = "") {
-    std::ofstream(dir_ + "/wacht.toml.tmp")
-        << "[daemon]\nlisten = \"127.0.0.1:" << port_ << "\"\nstate_dir = \"" << dir_
-        << "/state\"\nlog_level = \"info\"\n"
-        << extra_daemon << "\n[defaults]\ntenant = \"lup\"\n[tenants.lup]\n[tenants.schwerin]\n"
-        << checks;
-    fs::rename(dir_ + "/wacht.toml.tmp", dir_ + "/wacht.toml");
-  }
-  std::string metrics() { return http_get(port_, "/metrics").body; }
-  // Polls /metrics until `pattern` matches (regex search) or the time is up.
-  bool wait_for(const std::string& pattern, std::chrono::milliseconds limit = 10s) {
-    std::regex re(pattern);
-    auto deadline = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (std::regex_search(metrics(), re)) return true;
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
-  }
-  double value(const std::string& series) {
-    std::string text = "\n" + metrics();
-    size_t at = text.find("\n" + series + " ");
-    if (at == std::string::npos) return -1;
-    return std::stod(text.substr(at + series.size() + 2));
-  }
-  ChildProcess& proc() { return *proc_; }
-  int port() const { return port_; }
-  const std::string& dir() const { return dir_; }
-
- private:
-  std::string dir_;
-  int port_;
-  std::unique_ptr<ChildProcess> proc_;
-};
 
 std::string check(const std::string& id, const std::string& type, const std::string& target,
                   const std::string& extra = "") {
