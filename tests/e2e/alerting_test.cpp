@@ -312,5 +312,22 @@ TEST(Alerting, KillNineWithMailPendingDeliversEachExactlyOnceAfterRestart) {
   EXPECT_EQ(ids.size(), 5u) << "a Message-ID arrived twice";
 }
 
+TEST(Alerting, ARecoveryWhileWachtdWasDownIsStillAnnouncedAfterRestart) {
+  SmtpSink sink;
+  int port = free_port();
+  Wachtd d(alerting(sink.port()) +
+           check("lup-dns", "tcp", "127.0.0.1:" + std::to_string(port), "", 1));
+  ASSERT_TRUE(eventually([&] { return sink.count() >= 1; })) << d.proc().stderr_text();
+  ASSERT_EQ(d.proc().signal_and_wait(SIGTERM, 3000), 0);
+  auto dns = http_target(port);  // recovers while wachtd is down
+  d.start();
+  ASSERT_TRUE(eventually([&] { return sink.count() >= 2; })) << d.proc().stderr_text();
+  std::this_thread::sleep_for(1000ms);
+  auto mails = sink.mails();
+  ASSERT_EQ(mails.size(), 2u);
+  EXPECT_NE(mails[1].header("subject").find("RESOLVED: lup-dns"), std::string::npos);
+  EXPECT_EQ(mails[1].header("in-reply-to"), mails[0].header("message-id"));
+}
+
 }  // namespace
 }  // namespace wacht::test
