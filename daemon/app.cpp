@@ -133,11 +133,14 @@ bool App::start(std::shared_ptr<const config::Config> cfg) {
   char host[256] = "localhost";
   gethostname(host, sizeof host - 1);
   hostname_ = host;
-  probes::ProbeContext ctx{loop_, curl_.get()};
+  exec_ = probes::make_exec_limiter(loop_, cfg->daemon.max_concurrent_plugins);
+  probe_context_ = probes::ProbeContext{loop_, curl_.get(), nullptr, exec_.get()};
+  if (!prepare_services(*cfg)) return false;
   scheduler_ = std::make_unique<Scheduler>(
       loop_,
-      [ctx](const config::CheckConfig& c) {
-        return c.type->create(ctx, probes::CheckTarget{c.id, c.target, c.timeout}, *c.spec);
+      [this](const config::CheckConfig& c) {
+        return c.type->create(probe_context_, probes::CheckTarget{c.id, c.target, c.timeout},
+                              *c.spec);
       },
       Scheduler::Hooks{[this](const config::CheckConfig& c, const probes::ProbeResult& r,
                               const RunInfo& i) { on_result(c, r, i); },
@@ -248,6 +251,21 @@ void App::apply(std::shared_ptr<const config::Config> cfg) {
   log::set_level(options_.log_level.value_or(config_->daemon.log_level));
 }
 
+bool App::prepare_services(const config::Config& cfg) {
+  bool icmp = std::any_of(cfg.checks.begin(), cfg.checks.end(),
+                          [](const config::CheckConfig& c) { return c.type->name == "icmp"; });
+  if (icmp && !icmp_) {
+    std::string error;
+    icmp_ = probes::make_icmp_service(loop_, &error);
+    if (!icmp_) {
+      spdlog::error("ICMP checks are configured but {}", error);
+      return false;
+    }
+    probe_context_.icmp = icmp_.get();
+  }
+  return true;
+}
+
 void App::begin_reload() {
   if (stopping_) return;
   if (reloading_) {
@@ -294,6 +312,12 @@ void App::finish_reload(config::LoadResult result) {
         d.listen_port != config_->daemon.listen_port)
       spdlog::warn("'listen' changed; the new address takes effect after a restart");
     size_t before = config_->checks.size();
+    if (!prepare_services(*result.config)) {
+      spdlog::error("reload failed; keeping the running configuration");
+      metrics_->config_loaded(false, unix_now());
+      sd_notifyf(0, "READY=1\nSTATUS=%zu checks", config_->checks.size());
+      return;
+    }
     apply(result.config);
     metrics_->config_loaded(true, unix_now());
     spdlog::info("reloaded: {} checks (was {})", config_->checks.size(), before);
@@ -591,6 +615,8 @@ void App::shutdown() {
   if (outbox_) outbox_->stop();
   outbox_.reset();
   curl_.reset();
+  icmp_.reset();
+  exec_.reset();
   http_.reset();
   for (auto* s : signals_) {
     uv_close(reinterpret_cast<uv_handle_t*>(s),

@@ -13,6 +13,8 @@
 #include "config.hpp"
 #include "exporters/http_server.hpp"
 #include "exporters/metrics.hpp"
+#include "probes/exec_probe.hpp"
+#include "probes/icmp_probe.hpp"
 #include "runtime/curl_multi.hpp"
 #include "runtime/timer.hpp"
 #include "scheduler.hpp"
@@ -53,6 +55,9 @@ class App {
 
   bool start(std::shared_ptr<const config::Config> cfg);
   void apply(std::shared_ptr<const config::Config> cfg);
+  // Opens shared probe services the config needs (ICMP sockets); false with
+  // the reason logged if it cannot.
+  bool prepare_services(const config::Config& cfg);
   void begin_reload();
   void finish_reload(config::LoadResult result);
   void shutdown();
@@ -75,6 +80,9 @@ class App {
   std::shared_ptr<const config::Config> config_;
   std::unique_ptr<exporters::Metrics> metrics_;
   std::unique_ptr<runtime::CurlMulti> curl_;
+  probes::IcmpServicePtr icmp_{nullptr, nullptr};
+  probes::ExecLimiterPtr exec_{nullptr, nullptr};
+  probes::ProbeContext probe_context_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<exporters::HttpServer> http_;
   std::unique_ptr<runtime::Timer> housekeeping_;

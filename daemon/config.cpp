@@ -46,6 +46,9 @@ constexpr KeySpec kDaemonKeys[] = {
     {"max_concurrent_probes", "integer", "1000",
      "Most probes in flight at once; further due runs wait (and their lag shows in "
      "wacht_scheduler_lag_seconds)."},
+    {"max_concurrent_plugins", "integer", "16",
+     "Most exec plugins running at once; further runs wait for a slot (their wait counts "
+     "against the check's timeout)."},
     {"include", "array of strings", "[]",
      "Glob patterns of further config files, relative to this file's directory, "
      "e.g. [\"conf.d/*.toml\"]. Included files may hold tenants, templates, checks, "
@@ -383,6 +386,8 @@ void Loader::read_daemon(const toml::table& t) {
   }
   if (auto v = r.get_int("max_concurrent_probes", 1, 1000000))
     d.max_concurrent_probes = static_cast<uint32_t>(*v);
+  if (auto v = r.get_int("max_concurrent_plugins", 1, 10000))
+    d.max_concurrent_plugins = static_cast<uint32_t>(*v);
   if (auto v = r.get_string_array("include")) d.include = *v;
   r.finish();
 }

@@ -26,6 +26,7 @@ struct DaemonConfig {
   std::string state_dir = "/var/lib/wacht";
   std::string log_level = "info";
   uint32_t max_concurrent_probes = 1000;
+  uint32_t max_concurrent_plugins = 16;
   std::vector<std::string> include;
 };
 

@@ -164,6 +164,17 @@ prometheus::Family<prometheus::Gauge>& Metrics::probe_family(const probes::Metri
   return fam;
 }
 
+prometheus::Family<prometheus::Histogram>& Metrics::histogram_family(const probes::MetricDef& def) {
+  auto it = histogram_families_.find(def.name);
+  if (it != histogram_families_.end()) return *it->second;
+  auto& fam = prometheus::BuildHistogram()
+                  .Name(std::string(def.name))
+                  .Help(std::string(def.help))
+                  .Register(*registry_);
+  histogram_families_.emplace(std::string(def.name), &fam);
+  return fam;
+}
+
 prometheus::Counter* Metrics::counter(prometheus::Family<prometheus::Counter>* fam,
                                       const Labels& labels) {
   auto key = std::make_pair(static_cast<void*>(fam), labels);
@@ -194,6 +205,7 @@ Metrics::CheckSeries::CheckSeries(Metrics& m, Labels labels)
 
 Metrics::CheckSeries::~CheckSeries() {
   for (auto& s : series_) s.family->Remove(s.gauge);
+  for (auto& h : histograms_) h.family->Remove(h.histogram);
   if (state_) metrics_.check_state_->Remove(state_);
 }
 
@@ -218,12 +230,32 @@ prometheus::Gauge& Metrics::CheckSeries::series(const probes::MetricDef& def,
   return *g;
 }
 
+prometheus::Histogram& Metrics::CheckSeries::histogram(const probes::MetricDef& def,
+                                                       const std::string& label_value) {
+  for (auto& h : histograms_) {
+    if ((h.def == &def || h.def->name == def.name) && h.label_value == label_value)
+      return *h.histogram;
+  }
+  auto& fam = metrics_.histogram_family(def);
+  Labels l = labels_;
+  if (!def.label.empty()) l[std::string(def.label)] = label_value;
+  auto* h =
+      &fam.Add(l, prometheus::Histogram::BucketBoundaries(def.buckets.begin(), def.buckets.end()));
+  histograms_.push_back(HistogramSeries{&def, label_value, &fam, h});
+  return *h;
+}
+
 void Metrics::CheckSeries::update(const probes::ProbeResult& result) {
   for (auto& s : series_) s.seen = false;
   series(kProbeSuccess, {}).Set(result.success ? 1 : 0);
   series(kProbeDuration, {}).Set(result.duration_seconds);
-  for (const auto& sample : result.samples)
-    series(*sample.def, sample.label_value).Set(sample.value);
+  for (const auto& sample : result.samples) {
+    // Histograms accumulate across runs; gauges show the latest run only.
+    if (!sample.def->buckets.empty())
+      histogram(*sample.def, sample.label_value).Observe(sample.value);
+    else
+      series(*sample.def, sample.label_value).Set(sample.value);
+  }
   auto stale =
       std::partition(series_.begin(), series_.end(), [](const Series& s) { return s.seen; });
   for (auto it = stale; it != series_.end(); ++it) it->family->Remove(it->gauge);

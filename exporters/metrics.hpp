@@ -63,12 +63,20 @@ class Metrics {
       prometheus::Gauge* gauge;
       bool seen;
     };
+    struct HistogramSeries {
+      const probes::MetricDef* def;
+      std::string label_value;
+      prometheus::Family<prometheus::Histogram>* family;
+      prometheus::Histogram* histogram;
+    };
+    prometheus::Histogram& histogram(const probes::MetricDef& def, const std::string& label_value);
     CheckSeries(Metrics& m, Labels labels);
     prometheus::Gauge& series(const probes::MetricDef& def, const std::string& label_value);
 
     Metrics& metrics_;
     Labels labels_;
     std::vector<Series> series_;
+    std::vector<HistogramSeries> histograms_;
     prometheus::Counter* success_;
     prometheus::Counter* failure_;
     prometheus::Counter* timeout_;
@@ -94,10 +102,13 @@ class Metrics {
 
  private:
   prometheus::Family<prometheus::Gauge>& probe_family(const probes::MetricDef& def);
+  prometheus::Family<prometheus::Histogram>& histogram_family(const probes::MetricDef& def);
   prometheus::Counter* counter(prometheus::Family<prometheus::Counter>* fam, const Labels& labels);
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::map<std::string, prometheus::Family<prometheus::Gauge>*, std::less<>> probe_families_;
+  std::map<std::string, prometheus::Family<prometheus::Histogram>*, std::less<>>
+      histogram_families_;
   std::map<std::pair<void*, Labels>, prometheus::Counter*> counters_;
 
   prometheus::Family<prometheus::Counter>* probes_total_;

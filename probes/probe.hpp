@@ -2,6 +2,7 @@
 
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -11,6 +12,10 @@ typedef struct uv_loop_s uv_loop_t;
 namespace wacht::runtime {
 class CurlMulti;
 }
+namespace wacht::probes {
+class IcmpService;
+class ExecLimiter;
+}  // namespace wacht::probes
 
 namespace wacht::probes {
 
@@ -25,6 +30,9 @@ struct MetricDef {
   std::string_view name;
   std::string_view help;
   std::string_view label = {};  // name of one extra label (e.g. "phase"), or empty
+  // Non-empty: a histogram with these upper bounds; each sample is one
+  // observation and the series accumulate over runs (e.g. ICMP round trips).
+  std::span<const double> buckets = {};
 };
 
 struct Sample {
@@ -69,6 +77,8 @@ class Probe {
 struct ProbeContext {
   uv_loop_t* loop = nullptr;
   runtime::CurlMulti* curl = nullptr;
+  IcmpService* icmp = nullptr;  // shared ICMP sockets; set when icmp checks exist
+  ExecLimiter* exec = nullptr;  // cap on plugins running at once
 };
 
 // Type-specific settings parsed from a check's config. Each probe type derives

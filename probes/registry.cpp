@@ -1,6 +1,9 @@
 #include "probes/registry.hpp"
 
+#include "probes/dns_probe.hpp"
+#include "probes/exec_probe.hpp"
 #include "probes/http_probe.hpp"
+#include "probes/icmp_probe.hpp"
 #include "probes/tcp_probe.hpp"
 
 namespace wacht::probes {
@@ -19,6 +22,9 @@ namespace {
 const ProbeType kTypes[] = {
     http_probe_type(),
     tcp_probe_type(),
+    icmp_probe_type(),
+    dns_probe_type(),
+    exec_probe_type(),
 };
 }  // namespace
 

@@ -101,6 +101,27 @@ TEST(Metrics, RemovedCheckLosesItsSeries) {
   EXPECT_TRUE(contains(text, "probe_success{check=\"b\"")) << text;
 }
 
+TEST(Metrics, HistogramSamplesAccumulateAcrossRuns) {
+  static constexpr double kBounds[] = {0.001, 0.01, 0.1};
+  static const probes::MetricDef kRtt{"wacht_icmp_round_trip_seconds", "Round trips.", {}, kBounds};
+  Metrics m;
+  auto s = m.add_check(labels("wan"));
+  for (double v : {0.0005, 0.005}) {
+    probes::ProbeResult r;
+    r.success = true;
+    r.add(kRtt, v);
+    s->update(r);
+  }
+  std::string text = m.serialize();
+  EXPECT_TRUE(contains(text, "wacht_icmp_round_trip_seconds_count{check=\"wan\"")) << text;
+  EXPECT_TRUE(contains(text, "le=\"0.001\"} 1\n")) << text;
+  EXPECT_TRUE(contains(text, "le=\"0.01\"} 2\n")) << text;
+  EXPECT_TRUE(contains(text, "le=\"+Inf\"} 2\n")) << text;
+  s.reset();
+  EXPECT_FALSE(contains(m.serialize(), "wacht_icmp_round_trip_seconds_count{"))
+      << "kept after removal";
+}
+
 TEST(Metrics, ExpositionPassesPromtool) {
   Metrics m;
   auto s = m.add_check(labels("portal"));
