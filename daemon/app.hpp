@@ -94,6 +94,7 @@ class App {
   std::vector<config::ReceiverConfig> receivers_;
   bool state_dirty_ = false;
   uint64_t flap_notices_ = 0;
+  uint64_t housekeeping_ticks_ = 0;
   std::map<std::string, CheckRuntime, std::less<>> checks_;
   std::vector<uv_signal_t*> signals_;
   std::atomic<bool> ready_{false};

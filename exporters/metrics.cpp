@@ -7,12 +7,130 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <fmt/format.h>
 #include <algorithm>
+#include <cmath>
+#include <iterator>
 
 #include "exporters/process_collector.hpp"
 #include "version.hpp"
 
 namespace wacht::exporters {
+
+// One metric family of the per-check series while a scrape renders it.
+struct FamilyText {
+  std::string_view help;
+  bool histogram = false;
+  std::string body;
+};
+
+namespace {
+
+void append_escaped(std::string& out, std::string_view v) {
+  for (char c : v) {
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
+  }
+}
+
+void append_value(std::string& out, double v) {
+  if (std::isnan(v))
+    out += "NaN";
+  else if (std::isinf(v))
+    out += v > 0 ? "+Inf" : "-Inf";
+  else
+    fmt::format_to(std::back_inserter(out), "{}", v);
+}
+
+// name{labels} value, with the check's labels and up to two more merged in
+// name order (as prometheus-cpp orders them).
+void append_sample(std::string& out, std::string_view name, std::string_view suffix,
+                   const std::vector<std::pair<std::string, std::string>>& labels,
+                   std::string_view extra_name, std::string_view extra_value, std::string_view le,
+                   double value) {
+  out.append(name).append(suffix).push_back('{');
+  bool first = true;
+  auto emit = [&](std::string_view k, std::string_view v) {
+    if (!first) out.push_back(',');
+    first = false;
+    out.append(k).append("=\"");
+    append_escaped(out, v);
+    out.push_back('"');
+  };
+  bool extra_done = extra_name.empty();
+  for (const auto& [k, v] : labels) {
+    if (!extra_done && extra_name < k) {
+      emit(extra_name, extra_value);
+      extra_done = true;
+    }
+    emit(k, v);
+  }
+  if (!extra_done) emit(extra_name, extra_value);
+  if (!le.empty()) emit("le", le);
+  out.append("} ");
+  append_value(out, value);
+  out.push_back('\n');
+}
+
+}  // namespace
+
+void Metrics::CheckSeries::render(std::map<std::string_view, FamilyText>& out) const {
+  std::lock_guard lock(mutex_);
+  for (const auto& g : gauges_) {
+    FamilyText& f = out[g.def->name];
+    f.help = g.def->help;
+    append_sample(f.body, g.def->name, "", labels_, g.def->label, g.label_value, {}, g.value);
+  }
+  for (const auto& h : histograms_) {
+    FamilyText& f = out[h.def->name];
+    f.help = h.def->help;
+    f.histogram = true;
+    uint64_t cumulative = 0;
+    std::string le;
+    for (size_t i = 0; i < h.counts.size(); ++i) {
+      cumulative += h.counts[i];
+      le.clear();
+      if (i < h.def->buckets.size())
+        append_value(le, h.def->buckets[i]);
+      else
+        le = "+Inf";
+      append_sample(f.body, h.def->name, "_bucket", labels_, h.def->label, h.label_value, le,
+                    static_cast<double>(cumulative));
+    }
+    append_sample(f.body, h.def->name, "_sum", labels_, h.def->label, h.label_value, {}, h.sum);
+    append_sample(f.body, h.def->name, "_count", labels_, h.def->label, h.label_value, {},
+                  static_cast<double>(h.count));
+  }
+  if (state_ >= 0) {
+    FamilyText& f = out["wacht_check_state"];
+    f.help =
+        "State of the check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, 4 UNREACHABLE (a parent is "
+        "down).";
+    append_sample(f.body, "wacht_check_state", "", labels_, {}, {}, {}, state_);
+  }
+}
+
+std::string Metrics::render_checks() const {
+  std::map<std::string_view, FamilyText> families;
+  {
+    std::lock_guard lock(series_mutex_);
+    for (const CheckSeries* c : series_) c->render(families);
+  }
+  std::string out;
+  for (const auto& [name, f] : families) {
+    out.append("# HELP ").append(name).push_back(' ');
+    out.append(f.help).push_back('\n');
+    out.append("# TYPE ").append(name).append(f.histogram ? " histogram\n" : " gauge\n");
+    out += f.body;
+  }
+  return out;
+}
 
 const probes::MetricDef kProbeSuccess{"probe_success",
                                       "Displays whether or not the probe was a success"};
@@ -71,12 +189,6 @@ Metrics::Metrics()
                       .Help("Timestamp of the last successful configuration reload.")
                       .Register(*registry_)
                       .Add({});
-  check_state_ = &BuildGauge()
-                      .Name("wacht_check_state")
-                      .Help(
-                          "State of the check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, "
-                          "4 UNREACHABLE (a parent is down).")
-                      .Register(*registry_);
   alerts_ = &BuildGauge()
                  .Name("wacht_alerts")
                  .Help(
@@ -150,29 +262,7 @@ std::string Metrics::serialize() const {
   auto more = process_->Collect();
   families.insert(families.end(), std::make_move_iterator(more.begin()),
                   std::make_move_iterator(more.end()));
-  return prometheus::TextSerializer().Serialize(families);
-}
-
-prometheus::Family<prometheus::Gauge>& Metrics::probe_family(const probes::MetricDef& def) {
-  auto it = probe_families_.find(def.name);
-  if (it != probe_families_.end()) return *it->second;
-  auto& fam = prometheus::BuildGauge()
-                  .Name(std::string(def.name))
-                  .Help(std::string(def.help))
-                  .Register(*registry_);
-  probe_families_.emplace(std::string(def.name), &fam);
-  return fam;
-}
-
-prometheus::Family<prometheus::Histogram>& Metrics::histogram_family(const probes::MetricDef& def) {
-  auto it = histogram_families_.find(def.name);
-  if (it != histogram_families_.end()) return *it->second;
-  auto& fam = prometheus::BuildHistogram()
-                  .Name(std::string(def.name))
-                  .Help(std::string(def.help))
-                  .Register(*registry_);
-  histogram_families_.emplace(std::string(def.name), &fam);
-  return fam;
+  return render_checks() + prometheus::TextSerializer().Serialize(families);
 }
 
 prometheus::Counter* Metrics::counter(prometheus::Family<prometheus::Counter>* fam,
@@ -186,12 +276,15 @@ prometheus::Counter* Metrics::counter(prometheus::Family<prometheus::Counter>* f
 }
 
 std::unique_ptr<Metrics::CheckSeries> Metrics::add_check(Labels labels) {
-  return std::unique_ptr<CheckSeries>(new CheckSeries(*this, std::move(labels)));
+  std::unique_ptr<CheckSeries> s(new CheckSeries(*this, std::move(labels)));
+  std::lock_guard lock(series_mutex_);
+  series_.insert(s.get());
+  return s;
 }
 
 Metrics::CheckSeries::CheckSeries(Metrics& m, Labels labels)
-    : metrics_(m), labels_(std::move(labels)) {
-  Labels base{{"tenant", labels_["tenant"]}, {"type", labels_["type"]}};
+    : metrics_(m), labels_(labels.begin(), labels.end()) {
+  Labels base{{"tenant", labels["tenant"]}, {"type", labels["type"]}};
   auto with = [&](const char* result) {
     Labels l = base;
     l["result"] = result;
@@ -204,62 +297,58 @@ Metrics::CheckSeries::CheckSeries(Metrics& m, Labels labels)
 }
 
 Metrics::CheckSeries::~CheckSeries() {
-  for (auto& s : series_) s.family->Remove(s.gauge);
-  for (auto& h : histograms_) h.family->Remove(h.histogram);
-  if (state_) metrics_.check_state_->Remove(state_);
+  std::lock_guard lock(metrics_.series_mutex_);
+  metrics_.series_.erase(this);
+}
+
+void Metrics::CheckSeries::set(const probes::MetricDef& def, const std::string& label_value,
+                               double value) {
+  for (auto& g : gauges_) {
+    if ((g.def == &def || g.def->name == def.name) && g.label_value == label_value) {
+      g.value = value;
+      g.seen = true;
+      return;
+    }
+  }
+  gauges_.push_back(Gauge{&def, label_value, value, true});
+}
+
+void Metrics::CheckSeries::observe(const probes::MetricDef& def, const std::string& label_value,
+                                   double value) {
+  Histogram* h = nullptr;
+  for (auto& x : histograms_)
+    if ((x.def == &def || x.def->name == def.name) && x.label_value == label_value) h = &x;
+  if (!h) {
+    histograms_.push_back(
+        Histogram{&def, label_value, std::vector<uint64_t>(def.buckets.size() + 1)});
+    h = &histograms_.back();
+  }
+  size_t i = 0;
+  while (i < def.buckets.size() && value > def.buckets[i]) ++i;
+  ++h->counts[i];
+  h->sum += value;
+  ++h->count;
 }
 
 void Metrics::CheckSeries::set_state(int state) {
-  if (!state_) state_ = &metrics_.check_state_->Add(labels_);
-  state_->Set(state);
-}
-
-prometheus::Gauge& Metrics::CheckSeries::series(const probes::MetricDef& def,
-                                                const std::string& label_value) {
-  for (auto& s : series_) {
-    if ((s.def == &def || s.def->name == def.name) && s.label_value == label_value) {
-      s.seen = true;
-      return *s.gauge;
-    }
-  }
-  auto& fam = metrics_.probe_family(def);
-  Labels l = labels_;
-  if (!def.label.empty()) l[std::string(def.label)] = label_value;
-  auto* g = &fam.Add(l);
-  series_.push_back(Series{&def, label_value, &fam, g, true});
-  return *g;
-}
-
-prometheus::Histogram& Metrics::CheckSeries::histogram(const probes::MetricDef& def,
-                                                       const std::string& label_value) {
-  for (auto& h : histograms_) {
-    if ((h.def == &def || h.def->name == def.name) && h.label_value == label_value)
-      return *h.histogram;
-  }
-  auto& fam = metrics_.histogram_family(def);
-  Labels l = labels_;
-  if (!def.label.empty()) l[std::string(def.label)] = label_value;
-  auto* h =
-      &fam.Add(l, prometheus::Histogram::BucketBoundaries(def.buckets.begin(), def.buckets.end()));
-  histograms_.push_back(HistogramSeries{&def, label_value, &fam, h});
-  return *h;
+  std::lock_guard lock(mutex_);
+  state_ = state;
 }
 
 void Metrics::CheckSeries::update(const probes::ProbeResult& result) {
-  for (auto& s : series_) s.seen = false;
-  series(kProbeSuccess, {}).Set(result.success ? 1 : 0);
-  series(kProbeDuration, {}).Set(result.duration_seconds);
-  for (const auto& sample : result.samples) {
-    // Histograms accumulate across runs; gauges show the latest run only.
-    if (!sample.def->buckets.empty())
-      histogram(*sample.def, sample.label_value).Observe(sample.value);
-    else
-      series(*sample.def, sample.label_value).Set(sample.value);
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& g : gauges_) g.seen = false;
+    set(kProbeSuccess, {}, result.success ? 1 : 0);
+    set(kProbeDuration, {}, result.duration_seconds);
+    for (const auto& sample : result.samples) {
+      if (!sample.def->buckets.empty())
+        observe(*sample.def, sample.label_value, sample.value);
+      else
+        set(*sample.def, sample.label_value, sample.value);
+    }
+    std::erase_if(gauges_, [](const Gauge& g) { return !g.seen; });
   }
-  auto stale =
-      std::partition(series_.begin(), series_.end(), [](const Series& s) { return s.seen; });
-  for (auto it = stale; it != series_.end(); ++it) it->family->Remove(it->gauge);
-  series_.erase(stale, series_.end());
   (result.timed_out ? timeout_ : result.success ? success_ : failure_)->Increment();
 }
 

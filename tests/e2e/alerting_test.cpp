@@ -208,7 +208,7 @@ TEST(Alerting, AFailingTargetMailsItsTenantOnceAndThreadsTheRecovery) {
   EXPECT_NE(firing.body.find("Landkreis Ludwigslust-Parchim"), std::string::npos) << firing.body;
   EXPECT_NE(firing.body.find("Output:"), std::string::npos) << firing.body;
   EXPECT_EQ(firing.header("message-id").rfind("<wacht.", 0), 0u) << firing.header("message-id");
-  EXPECT_EQ(d.value("wacht_alerts{state=\"firing\"}"), 1);
+  EXPECT_TRUE(d.wait_for("wacht_alerts\\{state=\"firing\"\\} 1"));
   EXPECT_TRUE(
       d.wait_for("wacht_notifications_total\\{receiver=\"lup-oncall\",result=\"delivered\"\\} 1"));
 
@@ -247,7 +247,7 @@ TEST(Alerting, AWanLinkDownSendsOneMailNamingItsChildrenAndNoneAfterItRecovers) 
   EXPECT_NE(mails[0].body.find("20 dependent check(s) unreachable: hagenow-0, hagenow-1,"),
             std::string::npos)
       << mails[0].body;
-  EXPECT_EQ(d.value("wacht_alerts{state=\"unreachable\"}"), 20);
+  EXPECT_TRUE(d.wait_for("wacht_alerts\\{state=\"unreachable\"\\} 20"));
 
   site = http_target(port);
   ASSERT_TRUE(eventually([&] { return sink.count() >= 2; })) << d.proc().stderr_text();
