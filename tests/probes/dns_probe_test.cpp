@@ -471,6 +471,17 @@ TEST_F(DnsProbeTest, GarbageIsNoAnswer) {
   EXPECT_THAT(r.summary, HasSubstr("no answer from " + server.address));
 }
 
+TEST_F(DnsProbeTest, SystemResolverIsSetUpWithoutQuerying) {
+  // Tests never query the system resolver; this only reads /etc/resolv.conf
+  // and closes everything again.
+  auto probe = make("www.example.org", "");
+  ASSERT_TRUE(probe);
+  EXPECT_EQ(probe->phase(), "idle");
+  probe.reset();
+  drain();
+  EXPECT_EQ(uv_loop_alive(loop()), 0);
+}
+
 TEST_F(DnsProbeTest, ConfigErrors) {
   EXPECT_THAT(parse_errors("www example.org", ""),
               HasSubstr("'www example.org' is not a valid DNS name: ' ' is not allowed"));
