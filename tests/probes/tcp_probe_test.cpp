@@ -598,5 +598,414 @@ TEST_F(TcpProbeTest, TlsSessionPresentsClientCertificate) {
   EXPECT_THAT(without_error, HasSubstr("certificate required"));
 }
 
+// --- dialogues ---
+
+class TcpDialogueTest : public TcpProbeTest {
+ protected:
+  void TearDown() override {
+    TcpProbeTest::TearDown();
+    if (!sink_dir_.empty()) std::filesystem::remove_all(sink_dir_);
+  }
+
+  // A server from tests/support/dialogue_server.py.
+  Server dialogue_server(std::vector<std::string> args, const std::string& cert_name = "") {
+    std::vector<std::string> argv = {"/usr/bin/python3", test::support_path("dialogue_server.py")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    if (!cert_name.empty()) {
+      for (const std::string& a : {std::string("--cert"), cert(cert_name + ".pem"),
+                                   std::string("--key"), cert(cert_name + ".key")})
+        argv.push_back(a);
+    }
+    Server s;
+    s.process = std::make_unique<test::ChildProcess>(argv);
+    s.port = std::stoi(s.process->first_line());
+    return s;
+  }
+
+  // The aiosmtpd sink from tests/support/smtp_sink.py; `tls_args` e.g.
+  // {"--tls", cert, key}.
+  Server smtp_sink(std::vector<std::string> tls_args = {}) {
+    sink_dir_ = test::make_temp_dir();
+    std::vector<std::string> argv = {"/usr/bin/python3", test::support_path("smtp_sink.py"),
+                                     "--dir", sink_dir_};
+    argv.insert(argv.end(), tls_args.begin(), tls_args.end());
+    Server s;
+    s.process = std::make_unique<test::ChildProcess>(argv);
+    s.port = std::stoi(s.process->first_line());
+    return s;
+  }
+
+  std::string ca() { return "tls_ca_file = \"" + cert("ca.pem") + "\"\n"; }
+  static std::string local(const Server& s) { return "127.0.0.1:" + std::to_string(s.port); }
+
+  std::string sink_dir_;
+};
+
+TEST_F(TcpDialogueTest, SmtpPresetUpgradesWithStartTls) {
+  Server sink = smtp_sink({"--tls", cert("valid.pem"), cert("valid.key")});
+  auto probe = make(local(sink), "preset = \"smtp\"\n" + ca());
+  ASSERT_TRUE(probe);
+  // Twice: the probe is reused for every run of its check.
+  for (int i = 0; i < 2; ++i) {
+    ProbeResult r = run(*probe);
+    EXPECT_TRUE(r.success) << r.summary;
+    EXPECT_EQ(r.state, State::kOk);
+    EXPECT_THAT(r.summary, StartsWith("connected to " + local(sink) + " in "));
+    EXPECT_THAT(r.summary, HasSubstr(" ms, 10 steps passed, TLS 1.3, certificate expires in 36"));
+    double not_after = openssl_not_after(cert("valid.pem"));
+    ASSERT_GT(not_after, 0);
+    EXPECT_EQ(sample(r, "wacht_ssl_leaf_cert_expiry_timestamp_seconds"), not_after);
+    EXPECT_EQ(sample(r, "probe_ssl_earliest_cert_expiry"), not_after);
+    EXPECT_EQ(sample(r, "probe_tls_version_info", "TLS 1.3"), 1);
+    EXPECT_EQ(sample(r, "wacht_tcp_dialogue_step"), 10);
+    EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 0);
+    EXPECT_TRUE(sample(r, "wacht_tcp_duration_seconds", "tls"));
+    EXPECT_TRUE(sample(r, "wacht_tcp_duration_seconds", "dialogue"));
+  }
+}
+
+TEST_F(TcpDialogueTest, SmtpPresetReportsExpiringCertificate) {
+  Server sink = smtp_sink({"--tls", cert("expiring.pem"), cert("expiring.key")});
+  auto probe = make(local(sink), "preset = \"smtp\"\n" + ca());
+  ASSERT_TRUE(probe);
+  ProbeResult r = run(*probe);
+  EXPECT_TRUE(r.success) << r.summary;
+  EXPECT_THAT(r.summary, AnyOf(HasSubstr("certificate expires in 2 days"),
+                               HasSubstr("certificate expires in 3 days")));
+  EXPECT_EQ(sample(r, "wacht_ssl_leaf_cert_expiry_timestamp_seconds"),
+            openssl_not_after(cert("expiring.pem")));
+}
+
+TEST_F(TcpDialogueTest, StartTlsVerifiesTheCertificate) {
+  Server sink = smtp_sink({"--tls", cert("expired.pem"), cert("expired.key")});
+  auto probe = make(local(sink), "preset = \"smtp\"\n" + ca());
+  ASSERT_TRUE(probe);
+  ProbeResult r = run(*probe);
+  EXPECT_FALSE(r.success);
+  EXPECT_EQ(r.summary, "step 6 (starttls): TLS: certificate has expired");
+  EXPECT_EQ(sample(r, "wacht_ssl_leaf_cert_expiry_timestamp_seconds"),
+            openssl_not_after(cert("expired.pem")));
+  EXPECT_EQ(sample(r, "wacht_tcp_dialogue_step"), 6);
+  EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 0);
+}
+
+TEST_F(TcpDialogueTest, SmtpPresetFailsAtOnceWithoutStartTls) {
+  Server sink = smtp_sink();
+  auto probe = make(local(sink), "preset = \"smtp\"\n" + ca());
+  ASSERT_TRUE(probe);
+  // No step timeout: only the fail pattern ends this run before the watchdog.
+  ProbeResult r = run(*probe);
+  EXPECT_FALSE(r.success);
+  EXPECT_THAT(r.summary, StartsWith("step 3 (expect \"^250[- ]STARTTLS\"): got \"250-sink.test"
+                                    "\\r\\n"));
+  EXPECT_THAT(r.summary, HasSubstr("\\r\\n250 HELP\\r\\n\" (matched fail /^(?:[45]\\d\\d|250) /)"));
+  EXPECT_EQ(sample(r, "wacht_tcp_dialogue_step"), 3);
+  EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 1);
+}
+
+TEST_F(TcpDialogueTest, SmtpPlainPreset) {
+  Server sink = smtp_sink();
+  auto probe = make(local(sink), "preset = \"smtp-plain\"\n");
+  ASSERT_TRUE(probe);
+  ProbeResult r = run(*probe);
+  EXPECT_TRUE(r.success) << r.summary;
+  EXPECT_THAT(r.summary, HasSubstr(" ms, 5 steps passed"));
+  EXPECT_FALSE(sample(r, "probe_ssl_earliest_cert_expiry"));
+}
+
+TEST_F(TcpDialogueTest, StepsFromTheIssueAgainstTheSink) {
+  Server sink = smtp_sink({"--tls", cert("valid.pem"), cert("valid.key")});
+  auto probe = make(local(sink),
+                    R"(steps = [ { expect = "^220 " }, { send = "EHLO wacht.example.org\r\n" }, )"
+                    R"({ expect = "250[- ]STARTTLS" }, { send = "STARTTLS\r\n" }, )"
+                    R"({ expect = "^220" }, { starttls = true }, { send = "QUIT\r\n" } ])"
+                    "\n" +
+                        ca());
+  ASSERT_TRUE(probe);
+  ProbeResult r = run(*probe);
+  EXPECT_TRUE(r.success) << r.summary;
+  EXPECT_THAT(r.summary, HasSubstr("7 steps passed, TLS 1.3, certificate expires in"));
+  EXPECT_EQ(sample(r, "wacht_tcp_dialogue_step"), 7);
+}
+
+TEST_F(TcpDialogueTest, ImplicitTlsWithSteps) {
+  Server sink = smtp_sink({"--smtps", cert("valid.pem"), cert("valid.key")});
+  auto probe = make(local(sink), "preset = \"smtps\"\n" + ca());
+  ASSERT_TRUE(probe);
+  ProbeResult r = run(*probe);
+  EXPECT_TRUE(r.success) << r.summary;
+  EXPECT_THAT(r.summary, HasSubstr("5 steps passed, TLS 1.3, certificate expires in 36"));
+  EXPECT_EQ(sample(r, "wacht_ssl_leaf_cert_expiry_timestamp_seconds"),
+            openssl_not_after(cert("valid.pem")));
+}
+
+TEST_F(TcpDialogueTest, StepTimeoutNamesTheStepAndWhatArrived) {
+  Server server = dialogue_server({"--mode", "smtp-stall"});
+  auto probe = make(local(server),
+                    R"(steps = [ { expect = "^220 " }, { send = "EHLO wacht.example.org\r\n" }, )"
+                    R"({ expect = "250[- ]STARTTLS", timeout = "300ms" } ])"
+                    "\n");
+  ASSERT_TRUE(probe);
+  bool fired = false;
+  ProbeResult r;
+  probe->start([&](ProbeResult res) {
+    fired = true;
+    r = std::move(res);
+  });
+  // What the scheduler would quote if the check's timeout came first.
+  ASSERT_TRUE(run_until([&] { return probe->phase().find("got") != std::string_view::npos; }));
+  EXPECT_EQ(probe->phase(),
+            "step 3: waiting for /250[- ]STARTTLS/, got \"250-mail.example.org\\r\\n250 "
+            "8BITMIME\\r\\n\"");
+  ASSERT_TRUE(run_until([&] { return fired; }));
+  EXPECT_FALSE(r.success);
+  EXPECT_EQ(r.summary,
+            "step 3 (expect \"250[- ]STARTTLS\"): got \"250-mail.example.org\\r\\n250 "
+            "8BITMIME\\r\\n\" (timeout after 300ms)");
+  EXPECT_EQ(sample(r, "wacht_tcp_dialogue_step"), 3);
+  EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 1);
+}
+
+TEST_F(TcpDialogueTest, GarbageIsQuotedPrintableAndShort) {
+  Server server = dialogue_server({"--mode", "garbage"});
+  auto probe = make(local(server), "preset = \"smtp-plain\"\n");
+  ASSERT_TRUE(probe);
+  ProbeResult r = run(*probe);
+  EXPECT_FALSE(r.success);
+  // The server sends 1000 bytes and closes.
+  EXPECT_THAT(r.summary, StartsWith("step 1 (expect \"^220 \"): got \"\\x0b0U"));
+  EXPECT_THAT(r.summary, HasSubstr("...\" (connection closed)"));
+  EXPECT_LT(r.summary.size(), 300u);
+  for (char c : r.summary) EXPECT_TRUE(c >= 0x20 && c < 0x7f) << r.summary;
+}
+
+TEST_F(TcpDialogueTest, SshPreset) {
+  Server server = dialogue_server({"--mode", "ssh"});
+  auto probe = make(local(server), "preset = \"ssh\"\n");
+  ASSERT_TRUE(probe);
+  ProbeResult r = run(*probe);
+  EXPECT_TRUE(r.success) << r.summary;
+  EXPECT_THAT(r.summary, HasSubstr(" ms, 1 step passed"));
+  EXPECT_EQ(sample(r, "wacht_tcp_dialogue_step"), 1);
+}
+
+TEST_F(TcpDialogueTest, SshPresetRejectsProtocolOne) {
+  Server server = dialogue_server({"--mode", "banner", "--banner", "SSH-1.5-ancient\\r\\n"});
+  auto probe = make(local(server), "preset = \"ssh\"\n");
+  ASSERT_TRUE(probe);
+  EXPECT_EQ(run(*probe).summary,
+            "step 1 (expect \"^SSH-(?:2\\.0|1\\.99)-\"): got \"SSH-1.5-ancient\\r\\n\" "
+            "(connection closed)");
+}
+
+TEST_F(TcpDialogueTest, Pop3Presets) {
+  Server server = dialogue_server({"--mode", "pop3"}, "valid");
+  for (std::string preset : {"pop3", "pop3-plain"}) {
+    auto probe = make(local(server), "preset = \"" + preset + "\"\n" + ca());
+    ASSERT_TRUE(probe);
+    ProbeResult r = run(*probe);
+    EXPECT_TRUE(r.success) << preset << ": " << r.summary;
+    EXPECT_EQ(sample(r, "probe_ssl_earliest_cert_expiry").has_value(), preset == "pop3") << preset;
+  }
+}
+
+TEST_F(TcpDialogueTest, ImapPresets) {
+  Server server = dialogue_server({"--mode", "imap"}, "valid");
+  for (std::string preset : {"imap", "imap-plain"}) {
+    auto probe = make(local(server), "preset = \"" + preset + "\"\n" + ca());
+    ASSERT_TRUE(probe);
+    ProbeResult r = run(*probe);
+    EXPECT_TRUE(r.success) << preset << ": " << r.summary;
+    EXPECT_EQ(sample(r, "probe_ssl_earliest_cert_expiry").has_value(), preset == "imap") << preset;
+  }
+}
+
+TEST_F(TcpDialogueTest, Pop3BannerMismatch) {
+  Server server = dialogue_server({"--mode", "banner", "--banner", "-ERR go away\\r\\n"});
+  auto probe = make(local(server), "preset = \"pop3-plain\"\n");
+  ASSERT_TRUE(probe);
+  EXPECT_EQ(run(*probe).summary,
+            "step 1 (expect \"^\\+OK\"): got \"-ERR go away\\r\\n\" (matched fail /^-ERR/)");
+}
+
+TEST_F(TcpDialogueTest, LdapStartTls) {
+  Server server = dialogue_server({"--mode", "ldap"}, "valid");
+  auto probe = make(local(server), "preset = \"ldap\"\n" + ca());
+  ASSERT_TRUE(probe);
+  ProbeResult r = run(*probe);
+  EXPECT_TRUE(r.success) << r.summary;
+  EXPECT_THAT(r.summary, HasSubstr("4 steps passed, TLS 1.3, certificate expires in 36"));
+  EXPECT_EQ(sample(r, "wacht_ssl_leaf_cert_expiry_timestamp_seconds"),
+            openssl_not_after(cert("valid.pem")));
+}
+
+TEST_F(TcpDialogueTest, LdapStartTlsRefused) {
+  Server server = dialogue_server({"--mode", "ldap", "--refuse"}, "valid");
+  auto probe = make(local(server), "preset = \"ldap\"\n" + ca());
+  ASSERT_TRUE(probe);
+  ProbeResult r = run(*probe);
+  EXPECT_FALSE(r.success);
+  EXPECT_THAT(r.summary, StartsWith("step 2 (expect \"\\x30[\\x00-\\x7f]\\x02"));
+  // protocolError (2) in the resultCode.
+  EXPECT_THAT(r.summary,
+              HasSubstr("got \"0\\x0c\\x02\\x01\\x01x\\x07\\n\\x01\\x02\\x04\\x00\\x04\\x00\" "
+                        "(matched fail"));
+  EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 1);
+}
+
+TEST_F(TcpDialogueTest, LdapsPreset) {
+  Server server = tls_server("valid");
+  auto probe = make(local(server), "preset = \"ldaps\"\n" + ca());
+  ASSERT_TRUE(probe);
+  ProbeResult r = run(*probe);
+  EXPECT_TRUE(r.success) << r.summary;
+  EXPECT_THAT(r.summary, HasSubstr("TLS 1.3, certificate expires in 36"));
+}
+
+TEST_F(TcpDialogueTest, CancelWhileWaitingForAnExpect) {
+  Server server = dialogue_server({"--mode", "smtp-stall"});
+  // The stall server answers EHLO without STARTTLS, which the smtp preset's
+  // fail pattern catches at once: a dialogue that waits instead.
+  auto probe = make(local(server), R"(steps = [ { expect = "^220 " }, { send = "EHLO x\r\n" }, )"
+                                   R"({ expect = "STARTTLS" } ])"
+                                   "\n");
+  ASSERT_TRUE(probe);
+  auto stalled = [&] { return probe->phase().starts_with("step 3: waiting for"); };
+  bool fired = false;
+  probe->start([&](ProbeResult) { fired = true; });
+  ASSERT_TRUE(run_until(stalled));
+  probe->cancel();
+  EXPECT_EQ(probe->phase(), "idle");
+  drain();
+  EXPECT_FALSE(fired);
+  // Usable again, then destroyed mid-dialogue.
+  probe->start([&](ProbeResult) { fired = true; });
+  ASSERT_TRUE(run_until(stalled));
+  probe.reset();
+  drain();
+  EXPECT_FALSE(fired);
+}
+
+TEST_F(TcpDialogueTest, DestroyDuringStartTlsHandshake) {
+  Server server = dialogue_server({"--mode", "starttls-stall"});
+  auto probe = make(local(server), "preset = \"smtp\"\n" + ca());
+  ASSERT_TRUE(probe);
+  bool fired = false;
+  probe->start([&](ProbeResult) { fired = true; });
+  ASSERT_TRUE(run_until([&] { return probe->phase() == "step 6: TLS handshake"; }));
+  probe.reset();
+  drain();
+  EXPECT_FALSE(fired);
+}
+
+TEST_F(TcpDialogueTest, StartTlsStepTimeout) {
+  Server server = dialogue_server({"--mode", "starttls-stall"});
+  auto probe =
+      make(local(server), R"(steps = [ { expect = "^220 " }, { send = "EHLO x\r\n" }, )"
+                          R"({ expect = "STARTTLS" }, { send = "STARTTLS\r\n" }, )"
+                          R"({ expect = "go ahead" }, { starttls = true, timeout = "200ms" } ])"
+                          "\n" +
+                              ca());
+  ASSERT_TRUE(probe);
+  ProbeResult r = run(*probe);
+  EXPECT_FALSE(r.success);
+  EXPECT_EQ(r.summary, "step 6 (starttls): timeout after 200ms");
+  EXPECT_EQ(sample(r, "wacht_tcp_dialogue_step"), 6);
+  EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 0);
+}
+
+struct DialogueParseCase {
+  const char* name;
+  std::string body;  // starts on line 2
+  unsigned line;
+  std::string message;
+};
+
+class TcpDialogueParseTest : public ::testing::TestWithParam<DialogueParseCase> {
+ protected:
+  Parser parser_;
+};
+
+TEST_P(TcpDialogueParseTest, ReportsAtTheRightLine) {
+  const DialogueParseCase& c = GetParam();
+  EXPECT_EQ(parser_.parse("mail.example.org:25", c.body), nullptr);
+  const runtime::Diagnostics& diag = parser_.diag;
+  ASSERT_EQ(diag.error_count(), 1u) << diag.render();
+  const runtime::Diagnostic& d = diag.all().front();
+  EXPECT_EQ(d.loc.line, c.line) << diag.render();
+  EXPECT_THAT(d.message, HasSubstr(c.message));
+  EXPECT_THAT(d.message, StartsWith("check 'test': "));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Invalid, TcpDialogueParseTest,
+    ::testing::Values(
+        DialogueParseCase{"BadRegex", "tls = false\nsteps = [ { expect = \"^(220\" } ]\n", 3,
+                          "step 1: invalid expect pattern: missing closing parenthesis"},
+        DialogueParseCase{"BadFailRegex",
+                          "steps = [ { send = \"x\" }, { expect = \"a\", fail = \"[\" } ]\n", 2,
+                          "step 2: invalid fail pattern: missing terminating ]"},
+        DialogueParseCase{"SendAndExpect",
+                          "\nsteps = [ { expect = \"^220\" }, { send = \"EHLO\", expect = \"x\" "
+                          "} ]\n",
+                          3, "step 2: has both 'expect' and 'send'; write one action per step"},
+        DialogueParseCase{"NoAction", "steps = [ { timeout = \"1s\" } ]\n", 2,
+                          "step 1: needs one of send, send_hex, expect or starttls"},
+        DialogueParseCase{"UnknownStepKey", "steps = [ { exepct = \"220\" } ]\n", 2,
+                          "step 1: unknown key 'exepct'; did you mean 'expect'?"},
+        DialogueParseCase{"NotATable", "steps = [ \"EHLO\" ]\n", 2, "step 1: must be a table"},
+        DialogueParseCase{"NotAnArray", "steps = \"EHLO\"\n", 2,
+                          "'steps' must be a non-empty array of tables"},
+        DialogueParseCase{"Empty", "steps = []\n", 2,
+                          "'steps' must be a non-empty array of tables"},
+        DialogueParseCase{"StartTlsFalse", "steps = [ { starttls = false } ]\n", 2,
+                          "step 1: 'starttls' must be true"},
+        DialogueParseCase{"TimeoutOnSend", "steps = [ { send = \"x\", timeout = \"1s\" } ]\n", 2,
+                          "step 1: 'timeout' applies to expect and starttls steps"},
+        DialogueParseCase{"BadTimeout", "steps = [ { expect = \"x\", timeout = \"soon\" } ]\n", 2,
+                          "step 1: 'timeout' is not a valid duration"},
+        DialogueParseCase{"FailWithoutExpect", "steps = [ { send = \"x\", fail = \"y\" } ]\n", 2,
+                          "step 1: 'fail' belongs to an expect step"},
+        DialogueParseCase{"BadHex", "steps = [ { send_hex = \"30 0\" } ]\n", 2,
+                          "step 1: 'send_hex' must be pairs of hex digits"},
+        DialogueParseCase{"PresetTypo", "\npreset = \"imapp\"\n", 3,
+                          "unknown preset 'imapp'; did you mean 'imap'?"},
+        DialogueParseCase{"UnknownPreset", "preset = \"http\"\n", 2,
+                          "unknown preset 'http'; known: smtp, smtp-plain, smtps, imap"},
+        DialogueParseCase{"PresetAndSteps", "steps = [ { expect = \"x\" } ]\npreset = \"ssh\"\n", 3,
+                          "write either 'preset' or 'steps', not both"},
+        DialogueParseCase{"StartTlsUnderTls",
+                          "tls = true\ntls_insecure = true\npreset = \"smtp\"\n", 2,
+                          "preset 'smtp' upgrades the connection with STARTTLS; remove tls = "
+                          "true or use the preset 'smtps'"},
+        DialogueParseCase{"TwoStartTls",
+                          "tls_insecure = true\nsteps = [ { starttls = true }, { starttls = true "
+                          "} ]\n",
+                          3, "only one starttls step"},
+        DialogueParseCase{"ImplicitPresetWithoutTls", "tls = false\npreset = \"ldaps\"\n", 2,
+                          "preset 'ldaps' speaks TLS from the first byte; remove tls = false"}),
+    [](const ::testing::TestParamInfo<DialogueParseCase>& info) { return info.param.name; });
+
+TEST(TcpDialogueConfigTest, EveryPresetParses) {
+  for (std::string preset : {"smtp", "smtp-plain", "smtps", "imap", "imap-plain", "imaps", "pop3",
+                             "pop3-plain", "pop3s", "ssh", "ldap", "ldaps"}) {
+    Parser parser;
+    EXPECT_NE(parser.parse("mail.example.org:25", "preset = \"" + preset + "\"\n"), nullptr)
+        << preset << ": " << parser.diag.render();
+    EXPECT_TRUE(parser.diag.all().empty()) << parser.diag.render();
+  }
+}
+
+TEST(TcpDialogueConfigTest, TlsKeysApplyToStartTls) {
+  Parser parser;
+  EXPECT_NE(parser.parse("mail.example.org:25",
+                         "tls_insecure = true\nsteps = [ { send_hex = \"30 05\" }, "
+                         "{ starttls = true, timeout = \"2s\" } ]\n"),
+            nullptr)
+      << parser.diag.render();
+  // No "has no effect without tls = true" warning.
+  EXPECT_TRUE(parser.diag.all().empty()) << parser.diag.render();
+}
+
 }  // namespace
 }  // namespace wacht::probes
