@@ -471,7 +471,7 @@ class HttpProbe final : public Probe {
   const std::chrono::milliseconds timeout_;
   const HttpSpec spec_;
   const bool keep_body_;  // only regexes need the body itself
-  CURL* easy_;
+  CURL* easy_ = nullptr;  // from the pool while a run is in flight
   curl_slist* headers_ = nullptr;
   curl_slist* connect_to_ = nullptr;
   char error_[CURL_ERROR_SIZE] = {};
@@ -494,20 +494,20 @@ HttpProbe::HttpProbe(const ProbeContext& ctx, const CheckTarget& check, const Ht
     : curl_(*ctx.curl),
       timeout_(check.timeout),
       spec_(spec),
-      keep_body_(!spec.must_match.empty() || !spec.must_not_match.empty()),
-      easy_(curl_easy_init()) {
-  if (!easy_) throw std::bad_alloc();
-  configure();
+      keep_body_(!spec.must_match.empty() || !spec.must_not_match.empty()) {
+  for (const auto& line : spec_.header_lines) headers_ = curl_slist_append(headers_, line.c_str());
+  if (!spec_.connect_to.empty())
+    connect_to_ = curl_slist_append(connect_to_, spec_.connect_to.c_str());
 }
 
 HttpProbe::~HttpProbe() {
   cancel();
-  curl_easy_cleanup(easy_);
   curl_slist_free_all(headers_);
   curl_slist_free_all(connect_to_);
 }
 
-// Everything that is the same for every run; the easy handle keeps it.
+// Sets up a pooled easy handle for this check; done for every run because the
+// handle is shared with other checks between runs.
 void HttpProbe::configure() {
   CURL* e = easy_;
   curl_easy_setopt(e, CURLOPT_URL, spec_.url.c_str());
@@ -525,6 +525,9 @@ void HttpProbe::configure() {
   curl_easy_setopt(e, CURLOPT_DNS_CACHE_TIMEOUT, 0L);
   curl_easy_setopt(e, CURLOPT_USERAGENT, (std::string("wacht/") + kVersion).c_str());
   curl_easy_setopt(e, CURLOPT_FILETIME, 1L);
+  // Probes go straight to their target; a proxy from the environment would
+  // measure the proxy (and costs five getenv calls per transfer).
+  curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
 
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &HttpProbe::on_write);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, this);
@@ -548,12 +551,8 @@ void HttpProbe::configure() {
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(spec_.body->size()));
     curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, spec_.body->c_str());
   }
-  for (const auto& line : spec_.header_lines) headers_ = curl_slist_append(headers_, line.c_str());
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers_);
-  if (!spec_.connect_to.empty()) {
-    connect_to_ = curl_slist_append(connect_to_, spec_.connect_to.c_str());
-    curl_easy_setopt(e, CURLOPT_CONNECT_TO, connect_to_);
-  }
+  if (connect_to_) curl_easy_setopt(e, CURLOPT_CONNECT_TO, connect_to_);
 
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, spec_.follow_redirects ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_MAXREDIRS, static_cast<long>(spec_.max_redirects));
@@ -593,12 +592,16 @@ void HttpProbe::start(DoneCallback done) {
   family_ = AF_UNSPEC;
   expiry_.clear();
   error_[0] = '\0';
+  easy_ = curl_.acquire();
+  configure();
   curl_.add(easy_, [this](int code) { finish(static_cast<CURLcode>(code)); });
 }
 
 void HttpProbe::cancel() {
   if (!running_) return;
   curl_.remove(easy_);
+  curl_.release(easy_);
+  easy_ = nullptr;
   running_ = false;
   phase_ = Phase::kIdle;
   done_ = nullptr;
@@ -606,6 +609,8 @@ void HttpProbe::cancel() {
 
 void HttpProbe::finish(CURLcode code) {
   ProbeResult r = result(code);
+  curl_.release(easy_);
+  easy_ = nullptr;
   running_ = false;
   phase_ = Phase::kIdle;
   DoneCallback done = std::move(done_);

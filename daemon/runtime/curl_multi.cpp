@@ -10,6 +10,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 namespace wacht::runtime {
 
@@ -51,6 +52,7 @@ struct CurlMulti::Impl {
   std::unordered_map<CURL*, Done> transfers;
   // Watches not yet closed, so the destructor can close what curl did not remove.
   std::unordered_set<Watch*> watches;
+  std::vector<CURL*> idle;  // released easy handles, reset, ready for reuse
   // Set while Done callbacks run; the destructor clears it so that a Done that
   // destroys this CurlMulti stops the delivery loop (see finish_transfers).
   bool* alive = nullptr;
@@ -197,6 +199,8 @@ CurlMulti::~CurlMulti() {
   m.transfers.clear();
   // Cleanup closes cached connections and may still call on_socket.
   curl_multi_cleanup(m.multi);
+  for (CURL* e : m.idle) curl_easy_cleanup(e);
+  m.idle.clear();
   for (Impl::Watch* w : m.watches) Impl::close_watch(w);
   m.watches.clear();
   uv_timer_stop(m.timer);
@@ -225,5 +229,27 @@ void CurlMulti::remove(CURL* easy) {
 size_t CurlMulti::running() const { return impl_->transfers.size(); }
 
 CURLM* CurlMulti::handle() { return impl_->multi; }
+
+CURL* CurlMulti::acquire() {
+  if (impl_->idle.empty()) {
+    CURL* e = curl_easy_init();
+    if (!e) throw std::bad_alloc();
+    return e;
+  }
+  CURL* e = impl_->idle.back();
+  impl_->idle.pop_back();
+  return e;
+}
+
+void CurlMulti::release(CURL* easy) {
+  // Enough idle handles for a burst of probes; beyond that memory wins.
+  constexpr size_t kMaxIdle = 256;
+  if (impl_->idle.size() >= kMaxIdle) {
+    curl_easy_cleanup(easy);
+    return;
+  }
+  curl_easy_reset(easy);
+  impl_->idle.push_back(easy);
+}
 
 }  // namespace wacht::runtime
