@@ -45,13 +45,15 @@ constexpr runtime::KeySpec kKeys[] = {
     {"answers_must_match", "array of strings", "",
      "Regular expressions (PCRE2) that must each match at least one record of the answer "
      "section. Each record is matched in one line of text: its type and its data as in a zone "
-     "file, without owner, TTL and class, and names ending in a dot: \"A 198.51.100.7\", "
+     "file, without owner, TTL and class, and names ending in a dot (examples written as TOML "
+     "strings): \"A 198.51.100.7\", "
      "\"AAAA 2001:db8::7\", \"CNAME www.example.org.\", \"MX 10 mail.example.org.\", "
      "\"NS ns1.example.org.\", \"PTR www.example.org.\", \"SRV 10 5 5060 sip.example.org.\", "
      "\"TXT \\\"v=spf1 -all\\\"\" (each string quoted), \"SOA ns1.example.org. "
      "hostmaster.example.org. 2024051501 7200 3600 1209600 300\"; other types as "
      "\"TYPE<n> \\\\# <length> <hex>\" (RFC 3597). Anchor with ^ and $ to match a whole "
-     "record, e.g. [\"^A 198\\\\.51\\\\.100\\\\.7$\"]."},
+     "record, e.g. [\"^A 198\\\\.51\\\\.100\\\\.7$\"]. Names are matched as the server "
+     "sent them; use (?i) to ignore case."},
     {"answers_must_not_match", "array of strings", "",
      "Regular expressions (PCRE2) that no record of the answer section may match, in the form "
      "described under 'answers_must_match', e.g. [\"^A 10\\\\.\"]."},
