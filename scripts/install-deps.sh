@@ -5,9 +5,10 @@ set -eu
 PACKAGES="
   build-essential cmake ninja-build pkg-config git
   libuv1-dev libcurl4-openssl-dev libssl-dev libc-ares-dev libsystemd-dev libpcre2-dev
-  prometheus-cpp-dev libcivetweb-dev libtomlplusplus-dev libspdlog-dev libfmt-dev
+  prometheus-cpp-dev libcivetweb-dev libtomlplusplus-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev clang-format
-  python3 openssl curl prometheus
+  python3 python3-aiosmtpd python3-dnslib openssl curl prometheus
+  monitoring-plugins-basic monitoring-plugins-standard iproute2 nftables
 "
 missing=""
 for p in $PACKAGES; do
