@@ -1,0 +1,4 @@
+#!/bin/sh
+# Test plugin: prints a line, then dies of SIGSEGV.
+echo "about to crash"
+kill -SEGV $$
