@@ -20,11 +20,7 @@ std::string_view state_name(State s) {
 
 namespace {
 const ProbeType kTypes[] = {
-    http_probe_type(),
-    tcp_probe_type(),
-    icmp_probe_type(),
-    dns_probe_type(),
-    exec_probe_type(),
+    http_probe_type(), tcp_probe_type(), icmp_probe_type(), dns_probe_type(), exec_probe_type(),
 };
 }  // namespace
 

@@ -280,9 +280,11 @@ TEST_F(SchedulerTest, HangingTargetsTimeOutWithin100msOfTheTimeout) {
       [&](const config::CheckConfig& c) {
         return c.type->create(ctx, probes::CheckTarget{c.id, c.target, c.timeout}, *c.spec);
       },
-      Scheduler::Hooks{[this](const config::CheckConfig& c, const probes::ProbeResult& r,
-                              const RunInfo& i) { runs_.push_back({c.id, r, i}); },
-                       nullptr});
+      Scheduler::Hooks{
+          [this](const config::CheckConfig& c, const probes::ProbeResult& r, const RunInfo& i) {
+            runs_.push_back({c.id, r, i});
+          },
+          nullptr});
   scheduler_->apply(checks);
   ASSERT_TRUE(run_until([&] { return runs_of("http") >= 1 && runs_of("tcp") >= 1; }, 5s));
   for (const auto& r : runs_) {
