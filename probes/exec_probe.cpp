@@ -52,7 +52,6 @@ constexpr runtime::KeySpec kKeys[] = {
 // Perfdata items become one series per plugin label in the family of their
 // unit (see unit_scale); the limits have families of their own.
 constexpr std::string_view kLabel = "label";
-constexpr const char* kKindNames[] = {"seconds", "bytes", "ratio", "plain"};
 const MetricDef kPerfData[4][5] = {
     {
         {"wacht_plugin_perfdata_seconds", "Plugin performance data in s, ms or us, in seconds.",
@@ -629,12 +628,14 @@ ProbeResult ExecRun::result() const {
     return r;
   }
   r.add(kOutputBytes, static_cast<double>(output_bytes_));
-  std::string_view kept = output_;
   const bool truncated = output_bytes_ > output_.size();
-  // Perfdata cut at the limit could read "12" for "1234": drop the last,
-  // possibly partial item.
-  if (truncated) kept = kept.substr(0, kept.find_last_of(" \t\r\n") + 1);
-  PluginOutput out = split_plugin_output(kept);
+  PluginOutput out = split_plugin_output(output_);
+  if (truncated) {
+    // Perfdata cut at the limit could read "12" for "1234": without the last,
+    // possibly partial item. The summary keeps what there is.
+    const std::string_view kept = output_;
+    out.perfdata = split_plugin_output(kept.substr(0, kept.find_last_of(" \t\r\n") + 1)).perfdata;
+  }
   std::string text(cap(out.summary, kMaxSummaryBytes));
 
   std::string reason;

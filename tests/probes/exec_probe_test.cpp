@@ -479,6 +479,17 @@ TEST_F(ExecProbeTest, FloodingPluginIsCappedAndDrained) {
   EXPECT_THAT(*sample(r, "wacht_plugin_perfdata_seconds", "first"), DoubleNear(1, 0));
 }
 
+TEST_F(ExecProbeTest, PerfdataCutAtTheLimitIsDropped) {
+  // The limit (1024 bytes) falls into "big=123456789", after "big=12".
+  std::string text = "OK | pad=1";
+  text += std::string(1018 - text.size(), ' ') + "big=123456789 end=1";
+  ProbeResult r = run({plugin("exit.sh"), "0", text}, "max_output_bytes = 1024\n");
+  EXPECT_THAT(r.summary, StartsWith("OK [output truncated: "));
+  EXPECT_EQ(sample(r, "wacht_plugin_perfdata_value", "pad"), 1);
+  EXPECT_FALSE(sample(r, "wacht_plugin_perfdata_value", "big"));
+  EXPECT_FALSE(sample(r, "wacht_plugin_perfdata_value", "end"));
+}
+
 TEST_F(ExecProbeTest, LongSummaryIsCapped) {
   std::string text(2000, 'a');
   ProbeResult r = run({plugin("exit.sh"), "0", text});
