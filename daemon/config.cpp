@@ -103,9 +103,10 @@ constexpr KeySpec kTenantDefaultsKeys[] = {kDefaultsKeys[1]};
 constexpr KeySpec kCheckKeys[] = {
     {"id", "string", "",
      "Unique name of the check (letters, digits, '.', '_', '-', ':'); the 'check' label."},
-    {"type", "string", "", "Probe type: http, tcp."},
+    {"type", "string", "", "Probe type: http, tcp, icmp, dns or exec."},
     {"target", "string", "",
-     "What to probe; its form depends on the type (a URL for http, host:port for tcp)."},
+     "What to probe; its form depends on the type: a URL for http, host:port for tcp, a host "
+     "for icmp, the name to query for dns, free text (passed as {target}) for exec."},
     {"tenant", "string", "from [defaults]", "Id of a tenant from [tenants]; the 'tenant' label."},
     {"template", "string", "",
      "Name of a template from [templates] whose keys this check inherits."},
@@ -184,7 +185,7 @@ constexpr Millis kDefaultTimeout{10000};
 constexpr Millis kDefaultRetryInterval{10000};
 
 const std::set<std::string, std::less<>> kReservedLabels = {
-    "check",  "target", "type", "tenant",   "phase",    "version",
+    "check",  "target", "type", "tenant",   "phase",    "version", "label",
     "result", "stat",   "le",   "quantile", "instance", "job"};
 
 bool valid_label_name(std::string_view n) {
