@@ -30,6 +30,9 @@ struct OutboxOptions {
   std::chrono::milliseconds max_age{24 * 3600 * 1000};  // then dead-letter
   std::chrono::milliseconds initial_backoff{5000};
   std::chrono::milliseconds max_backoff{600000};
+  // The period add_receiver's per_minute limit counts sends over (a sliding
+  // window); only tests shorten it.
+  std::chrono::milliseconds rate_limit_window{60000};
   // Returns unix ms; tests pass a fake.
   std::function<int64_t()> now_ms;
 };

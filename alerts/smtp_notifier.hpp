@@ -38,7 +38,7 @@ struct SmtpSettings {
 // message (UTF-8 subject per RFC 2047, Date, Message-ID, In-Reply-To and
 // References for threading, Reply-To) and classifies the result: a 5xx reply
 // is kRejected, a 4xx reply, a connection or TLS failure or a timeout is
-// kRetry.
+// kRetry. The notifier must be destroyed before `curl`.
 std::unique_ptr<Notifier> make_smtp_notifier(uv_loop_t* loop, runtime::CurlMulti* curl,
                                              SmtpSettings settings);
 
