@@ -109,28 +109,17 @@ bool App::start(std::shared_ptr<const config::Config> cfg) {
   auto* metrics = metrics_.get();
   outbox_ = std::make_unique<alerts::Outbox>(
       loop_, outbox_options,
-      alerts::OutboxObserver{
-          [metrics](const std::string& receiver, const std::string& result) {
-            metrics->notification_attempt(receiver, result, unix_now());
-          },
-          [](const alerts::Notification& n, const std::string& reason) {
-            spdlog::error("notification {} to {} given up: {} (subject: {})", n.message_id,
-                          n.receiver, reason, n.subject);
-          },
-          [metrics](const std::string& error) {
-            metrics->journal_write_failed();
-            spdlog::error(
-                "outbox journal: {}; notifications are kept in memory until it can be "
-                "written",
-                error);
-          }});
+      alerts::OutboxObserver{[metrics](const std::string& receiver, const std::string& result) {
+                               metrics->notification_attempt(receiver, result, unix_now());
+                             },
+                             // The outbox logs dead letters and journal errors itself.
+                             nullptr,
+                             [metrics](const std::string&) { metrics->journal_write_failed(); }});
   std::string error;
   if (!outbox_->open(&error)) {
     spdlog::error("cannot open the outbox in {}: {}", cfg->daemon.state_dir, error);
     return false;
   }
-  if (outbox_->corrupt_entries_skipped() > 0)
-    spdlog::error("outbox journal: skipped {} corrupt entries", outbox_->corrupt_entries_skipped());
   if (outbox_->pending() > 0)
     spdlog::info("outbox: {} notification(s) pending from before the restart", outbox_->pending());
   flush_timer_ = std::make_unique<runtime::Timer>(loop_, [this] { flush_groups(); });
