@@ -64,12 +64,12 @@ def run(kind, args, tmp):
     servers = []
     lines = []
     if kind == "icmp":
-        n, interval = 1000, "10s"
+        n, interval, timeout = 1000, "10s", "5s"
         for i in range(n):
             lines += ["[[check]]", f'id = "i{i}"', 'type = "icmp"', f'target = "127.0.0.{i % 250 + 1}"',
                       "count = 5", 'packet_gap = "200ms"']
     elif kind == "dns":
-        n, interval = 1000, "10s"
+        n, interval, timeout = 1000, "10s", "2s"
         zone = "\n".join(f"h{i}.example.org. 300 IN A 198.51.100.{i % 250 + 1}" for i in range(50))
         zone += "\nexample.org. 300 IN SOA ns1.example.org. hostmaster.example.org. 1 7200 3600 1209600 300"
         srv = subprocess.Popen(["/usr/bin/python3", os.path.join(ROOT, "tests/support/dns_server.py"),
@@ -80,14 +80,14 @@ def run(kind, args, tmp):
             lines += ["[[check]]", f'id = "d{i}"', 'type = "dns"', f'target = "h{i % 50}.example.org"',
                       f'server = "127.0.0.1:{port}"']
     else:
-        n, interval = 100, "1s"
+        n, interval, timeout = 100, "1s", "800ms"
         for i in range(n):
             lines += ["[[check]]", f'id = "e{i}"', 'type = "exec"', 'target = "x"',
                       f'command = ["{DUMMY}", "0", "ok"]']
     listen = free_port()
     cfg = ["[daemon]", f'listen = "127.0.0.1:{listen}"', f'state_dir = "{tmp}/{kind}"',
            'log_level = "warn"', "max_concurrent_probes = 2000", "max_concurrent_plugins = 16",
-           "[defaults]", 'tenant = "bench"', f'interval = "{interval}"', 'timeout = "800ms"',
+           "[defaults]", 'tenant = "bench"', f'interval = "{interval}"', f'timeout = "{timeout}"',
            "flap_detection = false", "[tenants.bench]"] + lines
     path = os.path.join(tmp, f"{kind}.toml")
     with open(path, "w") as f:
