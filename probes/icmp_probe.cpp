@@ -1,5 +1,7 @@
 #include "probes/icmp_probe.hpp"
 
+#include "probes/ip_protocol.hpp"
+
 #include <arpa/inet.h>
 #include <fmt/format.h>
 #include <netdb.h>
@@ -87,8 +89,6 @@ constexpr int kMaxCount = 1000;
 // ICMP_FILTER and struct icmp_filter from <linux/icmp.h>, which clashes with glibc's headers.
 constexpr int kIcmpFilter = 1;
 constexpr uint8_t kEchoRequest4 = 8, kEchoReply4 = 0;
-
-enum class IpProtocol { kAny, kIp4, kIp6 };
 
 struct IcmpSettings {
   std::string host;        // without brackets
@@ -391,9 +391,7 @@ void Round::begin() {
   set_phase(kResolving);
   addrinfo hints{};
   hints.ai_socktype = SOCK_DGRAM;  // one entry per address
-  hints.ai_family = s.ip_protocol == IpProtocol::kIp4   ? AF_INET
-                    : s.ip_protocol == IpProtocol::kIp6 ? AF_INET6
-                                                        : AF_UNSPEC;
+  hints.ai_family = address_family(s.ip_protocol);
   // With either family allowed, skip a family this host has no address in.
   if (s.ip_protocol == IpProtocol::kAny) hints.ai_flags = AI_ADDRCONFIG;
   auto* req = new ResolveRequest{{}, this};
@@ -822,37 +820,12 @@ bool parse_target(runtime::TableReader& reader, const std::string& target, IcmpS
   return true;
 }
 
-void parse_ip_protocol(runtime::TableReader& reader, bool target_ok, IcmpSettings& out) {
-  auto value = reader.get_string("ip_protocol");
-  if (!value) return;
-  if (*value == "any") {
-    out.ip_protocol = IpProtocol::kAny;
-  } else if (*value == "ip4") {
-    out.ip_protocol = IpProtocol::kIp4;
-  } else if (*value == "ip6") {
-    out.ip_protocol = IpProtocol::kIp6;
-  } else {
-    reader.error(
-        "ip_protocol",
-        fmt::format("'ip_protocol' must be \"any\", \"ip4\" or \"ip6\", not \"{}\"", *value));
-    return;
-  }
-  int wanted = out.ip_protocol == IpProtocol::kIp4   ? AF_INET
-               : out.ip_protocol == IpProtocol::kIp6 ? AF_INET6
-                                                     : 0;
-  if (target_ok && out.literal_family && wanted && wanted != out.literal_family) {
-    reader.error("ip_protocol",
-                 fmt::format("ip_protocol = \"{}\" contradicts the target's {} address", *value,
-                             out.literal_family == AF_INET ? "IPv4" : "IPv6"));
-  }
-}
-
 std::shared_ptr<const ProbeSpec> parse(runtime::TableReader& reader, const std::string& target) {
   size_t errors_before = reader.diagnostics().error_count();
   IcmpSettings s;
   // Keys are read even after a bad target, so that every problem is reported at once.
   bool target_ok = parse_target(reader, target, s);
-  parse_ip_protocol(reader, target_ok, s);
+  s.ip_protocol = read_ip_protocol(reader, s.literal_family, target_ok);
   if (auto count = reader.get_int("count", 1, kMaxCount)) s.count = static_cast<int>(*count);
   if (auto gap = reader.get_duration("packet_gap")) {
     if (gap->count() < 1)

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "probes/ip_protocol.hpp"
 #include "probes/tls.hpp"
 #include "probes/tls_session.hpp"
 #include "runtime/regex.hpp"
@@ -88,8 +89,6 @@ constexpr std::string_view kIdle = "idle";
 constexpr size_t kMaxBuffered = 64 * 1024;
 // Length of received text quoted in a summary.
 constexpr size_t kMaxQuoted = 200;
-
-enum class IpProtocol { kAny, kIp4, kIp6 };
 
 struct Step {
   enum class Kind { kSend, kExpect, kStartTls };
@@ -335,9 +334,7 @@ void Connection::begin() {
     set_phase("resolving");
     addrinfo hints{};
     hints.ai_socktype = SOCK_STREAM;
-    hints.ai_family = s.ip_protocol == IpProtocol::kIp4   ? AF_INET
-                      : s.ip_protocol == IpProtocol::kIp6 ? AF_INET6
-                                                          : AF_UNSPEC;
+    hints.ai_family = address_family(s.ip_protocol);
     // With either family allowed, skip a family this host has no address in,
     // rather than connecting to an address it cannot reach.
     if (s.ip_protocol == IpProtocol::kAny) hints.ai_flags = AI_ADDRCONFIG;
@@ -866,32 +863,6 @@ bool parse_target(runtime::TableReader& reader, const std::string& target, TcpSe
   return true;
 }
 
-// `target_ok`: whether out.literal_family can be checked against the protocol.
-void parse_ip_protocol(runtime::TableReader& reader, bool target_ok, TcpSettings& out) {
-  auto value = reader.get_string("ip_protocol");
-  if (!value) return;
-  if (*value == "any") {
-    out.ip_protocol = IpProtocol::kAny;
-  } else if (*value == "ip4") {
-    out.ip_protocol = IpProtocol::kIp4;
-  } else if (*value == "ip6") {
-    out.ip_protocol = IpProtocol::kIp6;
-  } else {
-    reader.error(
-        "ip_protocol",
-        fmt::format("'ip_protocol' must be \"any\", \"ip4\" or \"ip6\", not \"{}\"", *value));
-    return;
-  }
-  int wanted = out.ip_protocol == IpProtocol::kIp4   ? AF_INET
-               : out.ip_protocol == IpProtocol::kIp6 ? AF_INET6
-                                                     : 0;
-  if (target_ok && out.literal_family && wanted && wanted != out.literal_family) {
-    reader.error("ip_protocol",
-                 fmt::format("ip_protocol = \"{}\" contradicts the target's {} address", *value,
-                             out.literal_family == AF_INET ? "IPv4" : "IPv6"));
-  }
-}
-
 // The dialogue of one preset, written as a check's steps would be.
 struct PresetStep {
   Step::Kind kind;
@@ -1281,7 +1252,7 @@ std::shared_ptr<const ProbeSpec> parse(runtime::TableReader& reader, const std::
   TcpSettings settings;
   // Keys are read even after a bad target, so that every problem is reported at once.
   bool target_ok = parse_target(reader, target, settings);
-  parse_ip_protocol(reader, target_ok, settings);
+  settings.ip_protocol = read_ip_protocol(reader, settings.literal_family, target_ok);
   const Preset* preset = parse_dialogue(reader, settings);
   parse_tls(reader, preset, settings);
   if (reader.diagnostics().error_count() > errors_before) return nullptr;

@@ -17,18 +17,6 @@ namespace wacht::test {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 // A plain HTTP server on a free loopback port (prints the port, then serves).
 std::unique_ptr<ChildProcess> http_target(int port) {
   return std::make_unique<ChildProcess>(std::vector<std::string>{

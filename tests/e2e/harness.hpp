@@ -11,7 +11,6 @@
 
 namespace wacht::test {
 
-int free_port();
 // A plain HTTP server answering 200 "hello wacht" on 127.0.0.1:`port` (0 = any
 // free port); its first stdout line is the port.
 std::unique_ptr<ChildProcess> http_target(int port = 0);

@@ -58,18 +58,6 @@ double openssl_not_after(const std::string& pem) {
   return static_cast<double>(timegm(&tm));
 }
 
-int unused_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 // One check's config, parsed as the config loader would: a [check] table with
 // the target and the given keys, read through a TableReader.
 struct Parsed {
@@ -369,7 +357,7 @@ TEST_F(HttpProbeTest, RedirectLimit) {
 // --- broken servers ---------------------------------------------------------
 
 TEST_F(HttpProbeTest, ConnectionRefused) {
-  ProbeResult r = run("http://127.0.0.1:" + std::to_string(unused_port()) + "/");
+  ProbeResult r = run("http://127.0.0.1:" + std::to_string(test::free_port()) + "/");
   EXPECT_FALSE(r.success);
   EXPECT_EQ(r.state, State::kCritical);
   EXPECT_EQ(r.summary, "connection refused");

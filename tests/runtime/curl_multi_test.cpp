@@ -61,19 +61,6 @@ class Easy {
   std::string body_;
 };
 
-// A port on which nothing listens: bound once to get it from the kernel, then closed.
-int unused_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 class CurlMultiTest : public test::LoopTest {
  protected:
   void SetUp() override {
@@ -141,7 +128,7 @@ TEST_F(CurlMultiTest, RunsTransfersConcurrently) {
 
 TEST_F(CurlMultiTest, ReportsConnectionRefused) {
   CurlMulti multi(loop());
-  Easy easy("http://127.0.0.1:" + std::to_string(unused_port()) + "/");
+  Easy easy("http://127.0.0.1:" + std::to_string(test::free_port()) + "/");
   int code = -1;
   multi.add(easy.get(), [&](int c) { code = c; });
   ASSERT_TRUE(run_until([&] { return code != -1; }));

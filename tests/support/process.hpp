@@ -41,6 +41,9 @@ std::string support_path(const std::string& name);
 // shared by every test process of a build and remade when older than a day so
 // that "expires in 3 days" stays true. Safe to call from parallel processes.
 std::string certs_dir();
+// A loopback TCP port nothing listens on: bound once to get it from the kernel,
+// then closed (a server may take it next, or a test may expect it refused).
+int free_port();
 // A fresh empty directory under $TMPDIR, removed by the caller (or left for debugging).
 std::string make_temp_dir();
 // A one-shot HTTP GET to 127.0.0.1:port; returns status code and body ("" on failure).
