@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "probes/probe_test_util.hpp"
 #include "runtime/diagnostics.hpp"
 #include "runtime/toml_reader.hpp"
 #include "support/loop_fixture.hpp"
@@ -20,6 +21,8 @@
 
 namespace wacht::probes {
 namespace {
+
+using test::sample;
 
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
@@ -93,32 +96,9 @@ class ClosedPort {
   int port_ = 0;
 };
 
-std::optional<double> sample(const ProbeResult& r, std::string_view name) {
-  for (const auto& s : r.samples)
-    if (s.def->name == name) return s.value;
-  return std::nullopt;
-}
-
-// Parses a check's table as the config loader does: `body` holds the TOML
-// keys after the target, which is on line 1.
-class Parser {
+class Parser : public test::SpecParser {
  public:
-  std::shared_ptr<const ProbeSpec> parse(const std::string& target, const std::string& body) {
-    std::string text = "target = \"" + target + "\"\n" + body;
-    auto file = std::make_shared<const std::string>("checks.toml");
-    diag.add_source(file, text);
-    table_ = toml::parse(text, std::string_view(*file));
-    runtime::TableReader reader(diag, "check 'test'", runtime::SourceLoc{file, 1, 1});
-    reader.add_layer(table_);
-    ProbeType type = dns_probe_type();
-    reader.declare(type.keys);
-    return type.parse(reader, target);
-  }
-
-  runtime::Diagnostics diag;
-
- private:
-  toml::table table_;  // the reader points into it
+  Parser() : SpecParser(dns_probe_type()) {}
 };
 
 class DnsProbeTest : public test::LoopTest {

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 
+#include "probes/probe_test_util.hpp"
 #include "runtime/diagnostics.hpp"
 #include "runtime/toml_reader.hpp"
 #include "support/loop_fixture.hpp"
@@ -30,6 +31,8 @@ void PrintTo(const PerfData& p, std::ostream* os) {
 }
 
 namespace {
+
+using test::sample;
 
 using ::testing::AllOf;
 using ::testing::DoubleNear;
@@ -49,13 +52,6 @@ std::string toml_array(const std::vector<std::string>& items) {
     out += "'" + i + "'";
   }
   return out + "]";
-}
-
-std::optional<double> sample(const ProbeResult& r, std::string_view name,
-                             std::string_view label = {}) {
-  for (const auto& s : r.samples)
-    if (s.def->name == name && s.label_value == label) return s.value;
-  return std::nullopt;
 }
 
 // ---- perfdata: pure, table-driven ----
@@ -192,32 +188,9 @@ TEST(PerfDataOutput, SplitsLikeNagios) {
 
 // ---- config ----
 
-// Parses a check's table as the config loader does: `body` holds the TOML
-// keys after the target, which is on line 1.
-class Parser {
+class Parser : public test::SpecParser {
  public:
-  std::shared_ptr<const ProbeSpec> parse(const std::string& target, const std::string& body) {
-    std::string text = "target = \"" + target + "\"\n" + body;
-    auto file = std::make_shared<const std::string>("checks.toml");
-    diag.add_source(file, text);
-    table_ = toml::parse(text, std::string_view(*file));
-    runtime::TableReader reader(diag, "check 'test'", runtime::SourceLoc{file, 1, 1});
-    reader.add_layer(table_);
-    ProbeType type = exec_probe_type();
-    // The loader declares the keys every check has; only target occurs here.
-    static constexpr runtime::KeySpec kTarget[] = {{"target", "string", "", ""}};
-    reader.declare(kTarget);
-    reader.declare(type.keys);
-    reader.get_string("target");
-    auto spec = type.parse(reader, target);
-    reader.finish();
-    return spec;
-  }
-
-  runtime::Diagnostics diag;
-
- private:
-  toml::table table_;  // the reader points into it
+  Parser() : SpecParser(exec_probe_type()) {}
 };
 
 std::string parse_error(const std::string& body, const std::string& target = "host") {

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "probes/probe_test_util.hpp"
 #include "runtime/curl_multi.hpp"
 #include "runtime/diagnostics.hpp"
 #include "runtime/regex.hpp"
@@ -27,6 +28,8 @@
 namespace wacht::probes {
 namespace {
 
+using test::sample;
+
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
 using ::testing::Not;
@@ -37,13 +40,6 @@ const std::string kOkBody = "hello from wacht test server\n";
 
 // Keys the config loader declares for every check; the probe reads only its own.
 constexpr runtime::KeySpec kCommonKeys[] = {{"target", "string", "", "what to probe"}};
-
-std::optional<double> sample(const ProbeResult& r, std::string_view name,
-                             std::string_view label = {}) {
-  for (const auto& s : r.samples)
-    if (s.def->name == name && s.label_value == label) return s.value;
-  return std::nullopt;
-}
 
 // notAfter of a PEM certificate as told by the openssl command, independent of
 // the code under test.

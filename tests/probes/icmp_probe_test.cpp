@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "probes/probe_test_util.hpp"
 #include "runtime/diagnostics.hpp"
 #include "runtime/toml_reader.hpp"
 #include "support/loop_fixture.hpp"
@@ -27,6 +28,8 @@
 
 namespace wacht::probes {
 namespace {
+
+using test::sample;
 
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
@@ -46,13 +49,6 @@ bool has_capability(int cap) {
     return (bits >> cap) & 1;
   }
   return false;
-}
-
-std::optional<double> sample(const ProbeResult& r, std::string_view name,
-                             std::string_view label = {}) {
-  for (const auto& s : r.samples)
-    if (s.def->name == name && s.label_value == label) return s.value;
-  return std::nullopt;
 }
 
 std::vector<double> observations(const ProbeResult& r, std::string_view name) {
@@ -94,30 +90,9 @@ int socket_in_netns(const std::string& ns, int domain, int type, int protocol) {
 
 bool is_dgram(int type) { return (type & 0xf) == SOCK_DGRAM; }
 
-// Parses a check's table as the config loader does.
-class Parser {
+class Parser : public test::SpecParser {
  public:
-  std::shared_ptr<const ProbeSpec> parse(const std::string& target, const std::string& body) {
-    std::string text = "target = \"" + target + "\"\n" + body;
-    auto file = std::make_shared<const std::string>("checks.toml");
-    diag.add_source(file, text);
-    table_ = toml::parse(text, std::string_view(*file));
-    runtime::TableReader reader(diag, "check 'test'", runtime::SourceLoc{file, 1, 1});
-    reader.add_layer(table_);
-    ProbeType type = icmp_probe_type();
-    // The loader declares the keys every check has; of those, these tests use only the target.
-    static constexpr runtime::KeySpec kCommon[] = {{"target", "string", "", ""}};
-    reader.declare(kCommon);
-    reader.declare(type.keys);
-    auto spec = type.parse(reader, target);
-    reader.finish();
-    return spec;
-  }
-
-  runtime::Diagnostics diag;
-
- private:
-  toml::table table_;  // the reader points into it
+  Parser() : SpecParser(icmp_probe_type()) {}
 };
 
 class IcmpProbeTest : public test::LoopTest {

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 
+#include "probes/probe_test_util.hpp"
 #include "probes/tls_session.hpp"
 #include "runtime/diagnostics.hpp"
 #include "runtime/toml_reader.hpp"
@@ -24,6 +25,8 @@
 
 namespace wacht::probes {
 namespace {
+
+using test::sample;
 
 using ::testing::AnyOf;
 using ::testing::Eq;
@@ -58,33 +61,9 @@ double openssl_not_after(const std::string& pem) {
   return static_cast<double>(timegm(&tm));
 }
 
-std::optional<double> sample(const ProbeResult& r, std::string_view name,
-                             std::string_view label = {}) {
-  for (const auto& s : r.samples)
-    if (s.def->name == name && s.label_value == label) return s.value;
-  return std::nullopt;
-}
-
-// Parses a check's table as the config loader does: `body` holds the TOML
-// keys after the target, which is on line 1.
-class Parser {
+class Parser : public test::SpecParser {
  public:
-  std::shared_ptr<const ProbeSpec> parse(const std::string& target, const std::string& body) {
-    std::string text = "target = \"" + target + "\"\n" + body;
-    auto file = std::make_shared<const std::string>("checks.toml");
-    diag.add_source(file, text);
-    table_ = toml::parse(text, std::string_view(*file));
-    runtime::TableReader reader(diag, "check 'test'", runtime::SourceLoc{file, 1, 1});
-    reader.add_layer(table_);
-    ProbeType type = tcp_probe_type();
-    reader.declare(type.keys);
-    return type.parse(reader, target);
-  }
-
-  runtime::Diagnostics diag;
-
- private:
-  toml::table table_;  // the reader points into it
+  Parser() : SpecParser(tcp_probe_type()) {}
 };
 
 class TcpProbeTest : public test::LoopTest {
