@@ -154,23 +154,23 @@ AlertEngine::Effects AlertEngine::observe(const std::string& id, State graded, s
   return fx;
 }
 
-const AlertEngine::View* AlertEngine::view(const std::string& id) {
+std::optional<AlertEngine::View> AlertEngine::view(const std::string& id) const {
   auto it = nodes_.find(id);
-  if (it == nodes_.end()) return nullptr;
+  if (it == nodes_.end()) return std::nullopt;
   const Node& n = *it->second;
-  view_ = View{&n.cfg,
-               n.last_result,
-               n.state.hard_state(),
-               n.state.state_type(),
-               n.has_result,
-               n.state.flapping(),
-               blocked(n),
-               n.firing,
-               n.notified_state,
-               n.state.last_hard_change(),
-               n.summary,
-               n.state.attempt()};
-  return &view_;
+  return View{&n.cfg,
+              n.last_result,
+              n.state.hard_state(),
+              n.state.state_type(),
+              n.has_result,
+              n.state.flapping(),
+              blocked(n),
+              n.firing,
+              n.notified_state,
+              n.state.last_hard_change(),
+              n.summary,
+              n.state.attempt(),
+              n.state.next_interval()};
 }
 
 std::vector<std::string> AlertEngine::ids() const {
@@ -195,11 +195,6 @@ std::vector<std::string> AlertEngine::affected_children(const std::string& id) c
   }
   std::sort(out.begin(), out.end());
   return out;
-}
-
-Millis AlertEngine::next_interval(const std::string& id) const {
-  auto it = nodes_.find(id);
-  return it == nodes_.end() ? Millis(0) : it->second->state.next_interval();
 }
 
 std::map<std::string, AlertEngine::Saved> AlertEngine::save() const {

@@ -2,6 +2,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@ struct EngineCheck {
   // false: the check is unreachable while ANY parent is down (a service on its
   // host); true: only while ALL are down (a site with redundant WAN links).
   bool depends_all = false;
+  std::string description;  // shown in notifications
 };
 
 // A notification-worthy change of one check.
@@ -63,6 +65,7 @@ class AlertEngine {
     TimePoint since;  // last hard change
     std::string summary;
     int attempt;
+    Millis next_interval;  // until the next run: retry_interval while confirming
   };
 
   AlertEngine();
@@ -73,12 +76,10 @@ class AlertEngine {
   void configure(std::vector<EngineCheck> checks);
   Effects observe(const std::string& id, State graded, std::string summary, TimePoint now);
 
-  const View* view(const std::string& id);
+  std::optional<View> view(const std::string& id) const;
   std::vector<std::string> ids() const;
   // Descendants cut off by this check's outage or failing: what it took down.
   std::vector<std::string> affected_children(const std::string& id) const;
-  // The interval until the check's next run (retry_interval while confirming).
-  Millis next_interval(const std::string& id) const;
 
   struct Saved {
     CheckState::Saved state;
@@ -101,7 +102,6 @@ class AlertEngine {
 
   std::map<std::string, std::unique_ptr<Node>, std::less<>> nodes_;
   uint64_t seq_ = 0;
-  View view_{};
 };
 
 }  // namespace wacht::alerts

@@ -21,6 +21,7 @@
 #include <stdexcept>
 #include <string_view>
 
+#include "runtime/files.hpp"
 #include "runtime/timer.hpp"
 
 namespace wacht::alerts {
@@ -132,17 +133,6 @@ bool write_all(int fd, std::string_view data) {
   return true;
 }
 
-// A created or renamed file survives a crash only once its directory entry is synced.
-bool fsync_dir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return false;
-  bool ok = ::fsync(fd) == 0;
-  int saved = errno;
-  ::close(fd);
-  errno = saved;
-  return ok;
-}
-
 // Runs a callback that may throw from a libuv or curl callback, where an
 // exception must not escape.
 template <typename F>
@@ -231,7 +221,7 @@ struct Outbox::Impl {
       repair_tail_ = true;
       repair_tail();
     }
-    if (created && !fsync_dir(options_.dir)) dir_sync_pending_ = true;
+    if (created && !runtime::fsync_dir(options_.dir)) dir_sync_pending_ = true;
     size_t pending = pending_count();
     if (corrupt_ > 0) {
       spdlog::warn("outbox: {} damaged journal records skipped in {}", corrupt_, path_);
@@ -330,7 +320,7 @@ struct Outbox::Impl {
       return;
     }
     if (dir_sync_pending_) {
-      if (!fsync_dir(options_.dir)) {
+      if (!runtime::fsync_dir(options_.dir)) {
         journal_failed(errno_text("cannot sync directory", options_.dir));
         return;
       }
@@ -403,7 +393,7 @@ struct Outbox::Impl {
     fd_ = fd;
     // Until the directory is synced a crash may bring back the old journal
     // without the records appended from now on; flush() syncs it first.
-    dir_sync_pending_ = !fsync_dir(options_.dir);
+    dir_sync_pending_ = !runtime::fsync_dir(options_.dir);
     spdlog::info("outbox: compacted {} ({} records, {} pending)", path_, records_in_file_, live);
     durable_size_ = static_cast<off_t>(data.size());
     records_in_file_ = live + 1;

@@ -48,6 +48,11 @@ std::string state_text(const std::string& state, bool german) {
   return german ? it->second.second : it->second.first;
 }
 
+std::string upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
 std::string format_time(TimePoint t) {
   std::time_t s = Clock::to_time_t(t);
   std::tm tm{};
@@ -160,10 +165,8 @@ Rendered render(const MessageView& m, const Templates& t) {
     if (names.size() > 3) list += ", …";
     checks += " (" + list + ")";
   }
-  std::string upper = m.tenant;
-  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   Vars msg{{"tenant", m.tenant},
-           {"TENANT", upper},
+           {"TENANT", upper(m.tenant)},
            {"tenant_name", m.tenant_name.empty() ? m.tenant : m.tenant_name},
            {"status", status},
            {"count", std::to_string(names.size())},
@@ -173,6 +176,29 @@ Rendered render(const MessageView& m, const Templates& t) {
            {"first_state", first.state},
            {"alerts", alerts}};
   return Rendered{substitute(t.subject, msg), substitute(t.body, msg)};
+}
+
+Rendered render_flapping(const AlertView& a, const std::string& tenant, bool started,
+                         const Templates& t) {
+  const bool de = t.language == "de";
+  Rendered r;
+  r.subject = fmt::format(
+      "[wacht] [{}] {}: {} ({})", upper(tenant),
+      started ? (de ? "FLATTERT" : "FLAPPING") : (de ? "FLATTERN VORBEI" : "FLAPPING STOPPED"),
+      a.check, a.target);
+  if (started) {
+    r.body = fmt::format(fmt::runtime(de ? "{} ({}) wechselt häufig den Zustand; weitere "
+                                           "Meldungen ruhen, bis er sich beruhigt.\nLetzte "
+                                           "Ausgabe: {}\n"
+                                         : "{} ({}) changes state often; further notifications "
+                                           "are held until it settles.\nLast output: {}\n"),
+                         a.check, a.target, a.summary);
+  } else {
+    r.body = fmt::format(fmt::runtime(de ? "{} ({}) ist wieder stabil: {}\nLetzte Ausgabe: {}\n"
+                                         : "{} ({}) is stable again: {}\nLast output: {}\n"),
+                         a.check, a.target, a.state, a.summary);
+  }
+  return r;
 }
 
 }  // namespace wacht::alerts

@@ -53,4 +53,9 @@ bool known_language(const std::string& language);
 
 Rendered render(const MessageView& m, const Templates& t);
 
+// The one notice when a check starts flapping (`started`) and the one when it
+// settles, in the templates' language.
+Rendered render_flapping(const AlertView& a, const std::string& tenant, bool started,
+                         const Templates& t);
+
 }  // namespace wacht::alerts

@@ -215,15 +215,10 @@ void App::apply(std::shared_ptr<const config::Config> cfg) {
   // series, an unchanged one keeps them.
   std::map<std::string_view, const config::CheckConfig*> wanted;
   for (const auto& c : cfg->checks) wanted[c.id] = &c;
-  for (auto it = checks_.begin(); it != checks_.end();) {
-    auto w = wanted.find(it->first);
-    bool keep = w != wanted.end() && config_ && [&] {
-      for (const auto& old : config_->checks)
-        if (old.id == it->first) return old.fingerprint == w->second->fingerprint;
-      return false;
-    }();
-    it = keep ? std::next(it) : checks_.erase(it);
-  }
+  std::erase_if(checks_, [&](const auto& entry) {
+    auto w = wanted.find(entry.first);
+    return w == wanted.end() || w->second->fingerprint != entry.second.fingerprint;
+  });
   std::map<std::pair<std::string, std::string>, size_t> counts;
   for (const auto& c : cfg->checks) {
     ++counts[{c.tenant, std::string(c.type->name)}];
@@ -233,7 +228,7 @@ void App::apply(std::shared_ptr<const config::Config> cfg) {
                              {"type", std::string(c.type->name)},
                              {"tenant", c.tenant}};
     for (const auto& [k, v] : c.labels) labels[k] = v;
-    checks_[c.id].series = metrics_->add_check(std::move(labels));
+    checks_[c.id] = CheckRuntime{metrics_->add_check(std::move(labels)), c.fingerprint, {}};
   }
   metrics_->set_checks(counts);
   configure_alerting(*cfg);
@@ -332,13 +327,12 @@ void App::on_result(const config::CheckConfig& c, const probes::ProbeResult& r,
   it->second.series->update(r);
   alerts::Grade g = alerts::grade(r, c.thresholds, unix_now());
   auto fx = engine_.observe(c.id, g.state, g.summary, alerts::Clock::now());
-  if (const auto* v = engine_.view(c.id)) {
+  if (auto v = engine_.view(c.id)) {
     it->second.series->set_state(
         v->unreachable && v->state != probes::State::kOk ? 4 : static_cast<int>(v->state));
+    // Confirm a suspected problem (or recovery) at the retry interval.
+    if (v->next_interval < c.interval) scheduler_->run_after(c.id, v->next_interval);
   }
-  // Confirm a suspected problem (or recovery) at the retry interval.
-  auto next = engine_.next_interval(c.id);
-  if (next < c.interval) scheduler_->run_after(c.id, next);
   handle_events(fx);
   auto& last = it->second.last_success;
   // One line per change; a check that starts out up is not news.
@@ -361,7 +355,7 @@ void App::housekeeping() {
   if (++housekeeping_ticks_ % 5 != 0) return;
   size_t pending = 0, firing = 0, unreachable = 0, flapping = 0;
   for (const auto& id : engine_.ids()) {
-    const auto* v = engine_.view(id);
+    auto v = engine_.view(id);
     if (v->flapping) ++flapping;
     if (v->firing)
       ++firing;
@@ -394,12 +388,13 @@ void App::configure_alerting(const config::Config& cfg) {
   for (const auto& c : cfg.checks) {
     wanted.insert(c.id);
     checks.push_back(alerts::EngineCheck{c.id, c.target, std::string(c.type->name), c.tenant,
-                                         c.labels, c.state, c.depends_on, c.depends_all});
+                                         c.labels, c.state, c.depends_on, c.depends_all,
+                                         c.description});
   }
   // A removed check that had announced a problem closes its thread.
   for (const auto& id : engine_.ids()) {
     if (wanted.contains(id)) continue;
-    const auto* v = engine_.view(id);
+    auto v = engine_.view(id);
     if (v && v->firing)
       router_->resolved(id, alerts::Clock::now());
     else
@@ -436,7 +431,7 @@ void App::configure_alerting(const config::Config& cfg) {
 }
 
 alerts::Labels App::alert_labels(const std::string& id) {
-  const auto* v = engine_.view(id);
+  auto v = engine_.view(id);
   alerts::Labels l;
   if (!v) return l;
   for (const auto& [k, val] : v->check->labels) l[k] = val;
@@ -455,7 +450,7 @@ void App::handle_events(const alerts::AlertEngine::Effects& fx) {
   if (fx.events.empty()) return;
   auto now = alerts::Clock::now();
   for (const auto& e : fx.events) {
-    const auto* v = engine_.view(e.id);
+    auto v = engine_.view(e.id);
     switch (e.kind) {
       case alerts::AlertEvent::Kind::kFiring:
         spdlog::warn("alert firing: {} {} ({})", e.id, probes::state_name(v->hard_state),
@@ -487,7 +482,7 @@ void App::arm_flush() {
 
 alerts::AlertView App::alert_view(const std::string& id, bool resolved) {
   alerts::AlertView a;
-  const auto* v = engine_.view(id);
+  auto v = engine_.view(id);
   a.check = id;
   if (!v) return a;
   a.target = v->check->target;
@@ -496,12 +491,7 @@ alerts::AlertView App::alert_view(const std::string& id, bool resolved) {
   a.summary = v->summary;
   a.since = v->since;
   if (!resolved) a.affected = engine_.affected_children(id);
-  for (const auto& c : config_->checks) {
-    if (c.id == id) {
-      a.description = c.description;
-      break;
-    }
-  }
+  a.description = v->check->description;
   if (!config_->alerting.link.empty()) {
     std::string link = config_->alerting.link;
     const std::pair<std::string, std::string> vars[] = {
@@ -541,15 +531,14 @@ void App::flush_groups() {
     std::vector<std::string> ids = f.firing;
     ids.insert(ids.end(), f.resolved.begin(), f.resolved.end());
     if (ids.empty()) continue;
-    const auto* first = engine_.view(ids.front());
+    auto first = engine_.view(ids.front());
     m.tenant = first ? first->check->tenant : "";
     for (const auto& t : config_->tenants)
       if (t.id == m.tenant) m.tenant_name = t.name;
     const auto& route = router_->routes()[static_cast<size_t>(f.route)];
     for (const auto& name : route.receivers) {
-      auto r = std::find_if(receivers_.begin(), receivers_.end(),
-                            [&](const config::ReceiverConfig& rc) { return rc.name == name; });
-      if (r == receivers_.end()) continue;
+      const auto* r = find_receiver(name);
+      if (!r) continue;
       enqueue(name, f.thread, f.number, f.firing.empty() ? "resolved" : "firing", ids,
               alerts::render(m, r->templates));
     }
@@ -560,38 +549,29 @@ void App::flush_groups() {
   arm_flush();
 }
 
+const config::ReceiverConfig* App::find_receiver(const std::string& name) const {
+  for (const auto& r : receivers_)
+    if (r.name == name) return &r;
+  return nullptr;
+}
+
 void App::notify_flapping(const std::string& id, bool started) {
-  const auto* v = engine_.view(id);
+  auto v = engine_.view(id);
   if (!v) return;
   spdlog::warn("check {} {} flapping", id, started ? "started" : "stopped");
   int route_index = router_->match(alert_labels(id));
   if (route_index < 0) return;
   const auto& route = router_->routes()[static_cast<size_t>(route_index)];
-  std::string upper = v->check->tenant;
-  for (char& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  alerts::AlertView a;
+  a.check = id;
+  a.target = v->check->target;
+  a.type = v->check->type;
+  a.state = std::string(probes::state_name(v->state));
+  a.summary = v->summary;
   for (const auto& name : route.receivers) {
-    auto r = std::find_if(receivers_.begin(), receivers_.end(),
-                          [&](const config::ReceiverConfig& rc) { return rc.name == name; });
-    if (r == receivers_.end()) continue;
-    bool de = r->templates.language == "de";
-    alerts::Rendered text;
-    text.subject = fmt::format(
-        "[wacht] [{}] {}: {} ({})", upper,
-        started ? (de ? "FLATTERT" : "FLAPPING") : (de ? "FLATTERN VORBEI" : "FLAPPING STOPPED"),
-        id, v->check->target);
-    if (started) {
-      text.body = fmt::format(
-          fmt::runtime(de ? "{} ({}) wechselt häufig den Zustand; weitere Meldungen ruhen, "
-                            "bis er sich beruhigt.\nLetzte Ausgabe: {}\n"
-                          : "{} ({}) changes state often; further notifications are held "
-                            "until it settles.\nLast output: {}\n"),
-          id, v->check->target, v->summary);
-    } else {
-      text.body =
-          fmt::format(fmt::runtime(de ? "{} ({}) ist wieder stabil: {}\nLetzte Ausgabe: {}\n"
-                                      : "{} ({}) is stable again: {}\nLast output: {}\n"),
-                      id, v->check->target, probes::state_name(v->state), v->summary);
-    }
+    const auto* r = find_receiver(name);
+    if (!r) continue;
+    alerts::Rendered text = alerts::render_flapping(a, v->check->tenant, started, r->templates);
     enqueue(name, fmt::format("flap.{}.{}", id, ++flap_notices_), 0,
             started ? "flapping" : "flapping_stopped", {id}, std::move(text));
   }

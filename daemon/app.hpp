@@ -50,6 +50,7 @@ class App {
  private:
   struct CheckRuntime {
     std::unique_ptr<exporters::Metrics::CheckSeries> series;
+    std::string fingerprint;  // of the config the series belong to
     std::optional<bool> last_success;
   };
 
@@ -70,6 +71,7 @@ class App {
   void flush_groups();
   void arm_flush();
   void notify_flapping(const std::string& id, bool started);
+  const config::ReceiverConfig* find_receiver(const std::string& name) const;
   alerts::AlertView alert_view(const std::string& id, bool resolved);
   void enqueue(const std::string& receiver, const std::string& thread, uint64_t number,
                const std::string& kind, std::vector<std::string> ids, alerts::Rendered text);

@@ -1,5 +1,7 @@
 #include "config.hpp"
 
+#include "runtime/files.hpp"
+
 #include <glob.h>
 
 #include <functional>
@@ -567,15 +569,24 @@ void Loader::resolve_check(const toml::table& t) {
   TableReader r(diag_, context, at);
   r.declare(kCheckKeys);
   r.declare(kSettingKeys);
+  // Layers, lowest priority first, each named as its problems are reported:
+  // once, where they were written, however many checks inherit them.
+  const std::pair<const toml::table*, std::string> layers[] = {
+      {defaults_, "[defaults]"},
+      {tenant_defaults, fmt::format("defaults of tenant '{}'", tenant)},
+      {tmpl, tmpl ? fmt::format("template '{}'", *t.get("template")->value<std::string>()) : ""},
+      {&t, context}};
   std::map<std::string, std::string> labels;
-  if (defaults_) r.add_layer(*defaults_, kSettingKeys, "[defaults]");
-  if (tenant_defaults)
-    r.add_layer(*tenant_defaults, kSettingKeys, fmt::format("defaults of tenant '{}'", tenant));
-  if (tmpl)
-    r.add_layer(*tmpl, fmt::format("template '{}'", *t.get("template")->value<std::string>()));
-  r.add_layer(t);
-  for (const toml::table* layer : {defaults_, tenant_defaults, tmpl, &t})
-    if (layer) read_labels(*layer, context, labels);
+  for (const auto& [layer, origin] : layers) {
+    if (!layer) continue;
+    if (layer == &t)
+      r.add_layer(t);
+    else if (layer == tmpl)
+      r.add_layer(*tmpl, origin);
+    else
+      r.add_layer(*layer, kSettingKeys, origin);
+    read_labels(*layer, origin, labels);
+  }
 
   CheckConfig c;
   c.loc = at;
@@ -730,16 +741,9 @@ void Loader::read_alerting(const toml::table& t) {
 std::optional<std::string> read_secret_file(TableReader& r, std::string_view key) {
   auto path = r.get_string(key);
   if (!path) return std::nullopt;
-  std::ifstream in(*path, std::ios::binary);
-  if (!in) {
-    r.error(key, fmt::format("cannot read {} '{}': {}", key, *path, std::strerror(errno)));
-    return std::nullopt;
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string secret = ss.str();
-  if (!secret.empty() && secret.back() == '\n') secret.pop_back();
-  if (!secret.empty() && secret.back() == '\r') secret.pop_back();
+  std::string reason;
+  auto secret = runtime::read_secret_file(*path, &reason);
+  if (!secret) r.error(key, fmt::format("cannot read {} '{}': {}", key, *path, reason));
   return secret;
 }
 

@@ -127,13 +127,7 @@ void Scheduler::on_due(Entry& e) {
     e.retry_at_ms = 0;
     arm(e);
     if (e.running || e.queued) return;
-    if (in_flight_ >= max_concurrent_) {
-      e.queued = true;
-      e.queued_due_ns = due_ns;
-      queue_.push_back(&e);
-      return;
-    }
-    start_run(e, due_ns);
+    dispatch(e, due_ns);
     return;
   }
   e.retry_at_ms = 0;
@@ -152,6 +146,10 @@ void Scheduler::on_due(Entry& e) {
     if (hooks_.on_skip) hooks_.on_skip(e.cfg);
     return;
   }
+  dispatch(e, due_ns);
+}
+
+void Scheduler::dispatch(Entry& e, uint64_t due_ns) {
   if (in_flight_ >= max_concurrent_) {
     e.queued = true;
     e.queued_due_ns = due_ns;
@@ -166,14 +164,7 @@ bool Scheduler::run_now(const std::string& id) {
   if (it == entries_.end()) return false;
   Entry& e = *it->second;
   if (e.running || e.queued) return false;
-  uint64_t now_ns = uv_hrtime();
-  if (in_flight_ >= max_concurrent_) {
-    e.queued = true;
-    e.queued_due_ns = now_ns;
-    queue_.push_back(&e);
-    return true;
-  }
-  start_run(e, now_ns);
+  dispatch(e, uv_hrtime());
   return true;
 }
 

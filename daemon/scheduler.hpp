@@ -76,6 +76,8 @@ class Scheduler {
   void remove(Entry& e);
   void on_due(Entry& e);
   void arm(Entry& e);
+  // Starts the run now, or queues it while max_concurrent probes are in flight.
+  void dispatch(Entry& e, uint64_t due_ns);
   void start_run(Entry& e, uint64_t due_ns);
   void finish(Entry& e, probes::ProbeResult result);
   void on_timeout(Entry& e);

@@ -1,13 +1,12 @@
 #include "state_file.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+
+#include "runtime/files.hpp"
 
 namespace wacht {
 
@@ -61,11 +60,6 @@ alerts::AlertEngine::Saved check_from_json(const json& j) {
   return s;
 }
 
-bool fail(std::string* error, const std::string& what) {
-  if (error) *error = what + ": " + std::strerror(errno);
-  return false;
-}
-
 }  // namespace
 
 bool save_snapshot(const std::string& dir, const Snapshot& s, std::string* error) {
@@ -87,38 +81,7 @@ bool save_snapshot(const std::string& dir, const Snapshot& s, std::string* error
                       {"alerts", alerts}});
   }
   std::string text = json{{"version", kVersion}, {"checks", checks}, {"groups", groups}}.dump();
-  std::string tmp = dir + "/" + kFile + ".tmp";
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return fail(error, "cannot create " + tmp);
-  const char* p = text.data();
-  size_t left = text.size();
-  while (left > 0) {
-    ssize_t n = write(fd, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      close(fd);
-      unlink(tmp.c_str());
-      return fail(error, "cannot write " + tmp);
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-  if (fdatasync(fd) != 0) {
-    close(fd);
-    unlink(tmp.c_str());
-    return fail(error, "cannot sync " + tmp);
-  }
-  close(fd);
-  if (rename(tmp.c_str(), (dir + "/" + kFile).c_str()) != 0) {
-    unlink(tmp.c_str());
-    return fail(error, "cannot replace " + dir + "/" + kFile);
-  }
-  int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
-  return true;
+  return runtime::write_file_atomically(dir + "/" + kFile, text, error);
 }
 
 std::optional<Snapshot> load_snapshot(const std::string& dir, std::string* error) {

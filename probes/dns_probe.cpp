@@ -1,5 +1,7 @@
 #include "probes/dns_probe.hpp"
 
+#include "probes/common_metrics.hpp"
+
 #include <ares.h>
 #include <arpa/inet.h>
 #include <fmt/format.h>
@@ -63,8 +65,6 @@ constexpr runtime::KeySpec kKeys[] = {
 };
 
 // Names and help strings are blackbox_exporter's, so its dashboards work.
-const MetricDef kLookupTime{"probe_dns_lookup_time_seconds",
-                            "Returns the time taken for probe dns lookup in seconds"};
 const MetricDef kAnswerRrs{"probe_dns_answer_rrs",
                            "Returns number of entries in the answer resource record list"};
 const MetricDef kAuthorityRrs{"probe_dns_authority_rrs",
@@ -799,7 +799,7 @@ void DnsProbe::deliver() {
 ProbeResult DnsProbe::evaluate(int status, const unsigned char* abuf, int alen) const {
   ProbeResult r;
   r.duration_seconds = static_cast<double>(uv_hrtime() - start_ns_) / 1e9;
-  r.add(kLookupTime, r.duration_seconds);
+  r.add(metrics::kDnsLookupTime, r.duration_seconds);
   const auto ms = static_cast<int64_t>(r.duration_seconds * 1000 + 0.5);
 
   Reply reply;

@@ -1,5 +1,7 @@
 #include "probes/http_probe.hpp"
 
+#include "probes/common_metrics.hpp"
+
 #include <curl/curl.h>
 #include <fmt/format.h>
 #include <openssl/ssl.h>
@@ -18,6 +20,7 @@
 
 #include "probes/tls.hpp"
 #include "runtime/curl_multi.hpp"
+#include "runtime/files.hpp"
 #include "runtime/regex.hpp"
 #include "version.hpp"
 
@@ -90,16 +93,8 @@ const MetricDef kRedirects{"probe_http_redirects", "The number of redirects"};
 const MetricDef kSsl{"probe_http_ssl", "Indicates if SSL was used for the final redirect"};
 const MetricDef kHttpVersion{"probe_http_version",
                              "Returns the version of HTTP of the probe response"};
-const MetricDef kFailedDueToRegex{"probe_failed_due_to_regex",
-                                  "Indicates if probe failed due to regex"};
 const MetricDef kLastModified{"probe_http_last_modified_timestamp_seconds",
                               "Returns the Last-Modified HTTP response header in unixtime"};
-const MetricDef kDnsLookup{"probe_dns_lookup_time_seconds",
-                           "Returns the time taken for probe dns lookup in seconds"};
-const MetricDef kIpProtocol{"probe_ip_protocol",
-                            "Specifies whether probe ip protocol is IP4 or IP6"};
-const MetricDef kTlsVersion{"probe_tls_version_info",
-                            "Returns the TLS version used or NaN when unknown", "version"};
 
 struct HttpSpec final : ProbeSpec {
   std::string url;                        // what curl requests (host replaced by tls_server_name)
@@ -274,27 +269,14 @@ class SpecParser {
 
   // The password file's content is a secret: messages name the file, never what is in it.
   std::optional<std::string> read_password(const std::string& path) {
-    std::FILE* f = std::fopen(path.c_str(), "rb");
-    if (!f) {
+    std::string reason;
+    auto text = runtime::read_secret_file(path, &reason);
+    if (!text) {
       error("basic_auth_password_file",
-            fmt::format("cannot read password file '{}': {}", path, std::strerror(errno)));
+            fmt::format("cannot read password file '{}': {}", path, reason));
       return std::nullopt;
     }
-    std::string text;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
-    const bool failed = std::ferror(f) != 0;
-    const int err = errno;
-    std::fclose(f);
-    if (failed) {
-      error("basic_auth_password_file",
-            fmt::format("cannot read password file '{}': {}", path, std::strerror(err)));
-      return std::nullopt;
-    }
-    if (text.ends_with('\n')) text.pop_back();
-    if (text.ends_with('\r')) text.pop_back();
-    if (text.empty()) {
+    if (text->empty()) {
       error("basic_auth_password_file", fmt::format("password file '{}' is empty", path));
       return std::nullopt;
     }
@@ -791,11 +773,11 @@ ProbeResult HttpProbe::result(CURLcode code) const {
   r.add(kPhaseDuration, tls, "tls");
   r.add(kPhaseDuration, processing, "processing");
   r.add(kPhaseDuration, transfer, "transfer");
-  r.add(kDnsLookup, resolve);
+  r.add(metrics::kDnsLookupTime, resolve);
   if (ip && *ip) {
-    r.add(kIpProtocol, std::strchr(ip, ':') ? 6 : 4);
+    r.add(metrics::kIpProtocol, std::strchr(ip, ':') ? 6 : 4);
   } else if (family_ == AF_INET || family_ == AF_INET6) {
-    r.add(kIpProtocol, family_ == AF_INET6 ? 6 : 4);  // the connection failed
+    r.add(metrics::kIpProtocol, family_ == AF_INET6 ? 6 : 4);  // the connection failed
   }
 
   const bool responded = status > 0;
@@ -813,7 +795,7 @@ ProbeResult HttpProbe::result(CURLcode code) const {
   }
   r.add(kHttpVersion, http_version);
   if (responded && last_modified >= 0) r.add(kLastModified, static_cast<double>(last_modified));
-  if (!tls_version_.empty()) r.add(kTlsVersion, 1, std::string(tls_version_));
+  if (!tls_version_.empty()) r.add(metrics::kTlsVersion, 1, std::string(tls_version_));
   expiry_.add_samples(r);
 
   bool regex_failed = false;
@@ -853,7 +835,7 @@ ProbeResult HttpProbe::result(CURLcode code) const {
         r.summary += fmt::format(" after {} redirect{}", redirects, redirects == 1 ? "" : "s");
     }
   }
-  r.add(kFailedDueToRegex, regex_failed ? 1 : 0);
+  r.add(metrics::kFailedDueToRegex, regex_failed ? 1 : 0);
   r.state = r.success ? State::kOk : State::kCritical;
   return r;
 }

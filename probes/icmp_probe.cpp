@@ -1,5 +1,7 @@
 #include "probes/icmp_probe.hpp"
 
+#include "probes/common_metrics.hpp"
+
 #include "probes/ip_protocol.hpp"
 
 #include <arpa/inet.h>
@@ -58,10 +60,6 @@ namespace {
 // match when the exporter merges them with the other probes'.
 const MetricDef kIcmpDuration{"probe_icmp_duration_seconds", "Duration of icmp request by phase",
                               "phase"};
-const MetricDef kDnsLookupTime{"probe_dns_lookup_time_seconds",
-                               "Returns the time taken for probe dns lookup in seconds"};
-const MetricDef kIpProtocol{"probe_ip_protocol",
-                            "Specifies whether probe ip protocol is IP4 or IP6"};
 const MetricDef kLoss{"wacht_icmp_packet_loss_ratio",
                       "Share of the last round's echo requests without a reply in time, 0 to 1."};
 const MetricDef kSent{"wacht_icmp_packets_sent",
@@ -104,18 +102,6 @@ struct IcmpSettings {
 struct IcmpSpec final : ProbeSpec {
   std::shared_ptr<const IcmpSettings> settings;
 };
-
-std::string resolve_error(int status) {
-  // glibc's wording, which operators know from ping, over libuv's.
-  switch (status) {
-    case UV_EAI_NONAME: return gai_strerror(EAI_NONAME);
-    case UV_EAI_AGAIN: return gai_strerror(EAI_AGAIN);
-    case UV_EAI_FAIL: return gai_strerror(EAI_FAIL);
-    case UV_EAI_NODATA: return gai_strerror(EAI_NODATA);
-    case UV_EAI_ADDRFAMILY: return gai_strerror(EAI_ADDRFAMILY);
-    default: return uv_strerror(status);
-  }
-}
 
 std::string ip_text(const sockaddr_storage& addr) {
   char ip[INET6_ADDRSTRLEN] = {};
@@ -384,7 +370,7 @@ void Round::begin() {
     else
       uv_ip4_addr(s.host.c_str(), 0, reinterpret_cast<sockaddr_in*>(&addr));
     result_.add(kIcmpDuration, 0, "resolve");
-    result_.add(kDnsLookupTime, 0);
+    result_.add(metrics::kDnsLookupTime, 0);
     start_sending(addr);
     return;
   }
@@ -420,7 +406,7 @@ void Round::resolved(int status, addrinfo* res) {
   std::unique_ptr<addrinfo, void (*)(addrinfo*)> owned(res, &uv_freeaddrinfo);
   double seconds = static_cast<double>(uv_hrtime() - start_ns_) / 1e9;
   result_.add(kIcmpDuration, seconds, "resolve");
-  result_.add(kDnsLookupTime, seconds);
+  result_.add(metrics::kDnsLookupTime, seconds);
   if (status < 0) {
     fail("resolve: " + resolve_error(status));
     return;
@@ -438,7 +424,7 @@ void Round::resolved(int status, addrinfo* res) {
 
 void Round::start_sending(const sockaddr_storage& addr) {
   addr_ = addr;
-  result_.add(kIpProtocol, addr.ss_family == AF_INET6 ? 6 : 4);
+  result_.add(metrics::kIpProtocol, addr.ss_family == AF_INET6 ? 6 : 4);
   set_phase(kSending);
   tick_.start(0, settings_->packet_gap_ms);
 }

@@ -1,7 +1,9 @@
 #include "probes/ip_protocol.hpp"
 
 #include <fmt/format.h>
+#include <netdb.h>
 #include <sys/socket.h>
+#include <uv.h>
 
 namespace wacht::probes {
 
@@ -32,6 +34,17 @@ IpProtocol read_ip_protocol(runtime::TableReader& reader, int literal_family, bo
 
 int address_family(IpProtocol p) {
   return p == IpProtocol::kIp4 ? AF_INET : p == IpProtocol::kIp6 ? AF_INET6 : AF_UNSPEC;
+}
+
+std::string resolve_error(int uv_status) {
+  switch (uv_status) {
+    case UV_EAI_NONAME: return gai_strerror(EAI_NONAME);
+    case UV_EAI_AGAIN: return gai_strerror(EAI_AGAIN);
+    case UV_EAI_FAIL: return gai_strerror(EAI_FAIL);
+    case UV_EAI_NODATA: return gai_strerror(EAI_NODATA);
+    case UV_EAI_ADDRFAMILY: return gai_strerror(EAI_ADDRFAMILY);
+    default: return uv_strerror(uv_status);
+  }
 }
 
 }  // namespace wacht::probes

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <string>
+
 #include "runtime/toml_reader.hpp"
 
 namespace wacht::probes {
@@ -14,5 +16,9 @@ IpProtocol read_ip_protocol(runtime::TableReader& reader, int literal_family, bo
 
 // The getaddrinfo ai_family for a protocol (AF_UNSPEC for kAny).
 int address_family(IpProtocol p);
+
+// A uv_getaddrinfo failure in glibc's wording, which operators know from ping
+// and curl, rather than libuv's.
+std::string resolve_error(int uv_status);
 
 }  // namespace wacht::probes

@@ -1,5 +1,7 @@
 #include "probes/tcp_probe.hpp"
 
+#include "probes/common_metrics.hpp"
+
 #include <fmt/format.h>
 #include <netdb.h>
 #include <spdlog/spdlog.h>
@@ -67,16 +69,6 @@ static constexpr runtime::KeySpec kTcpKeys[] = {
 
 namespace {
 
-// Help texts of the probe_* families are blackbox_exporter's, so the families
-// match when the exporter merges them with the other probes'.
-const MetricDef kDnsLookupTime{"probe_dns_lookup_time_seconds",
-                               "Returns the time taken for probe dns lookup in seconds"};
-const MetricDef kIpProtocol{"probe_ip_protocol",
-                            "Specifies whether probe ip protocol is IP4 or IP6"};
-const MetricDef kTlsVersion{"probe_tls_version_info",
-                            "Returns the TLS version used or NaN when unknown", "version"};
-const MetricDef kFailedDueToRegex{"probe_failed_due_to_regex",
-                                  "Indicates if probe failed due to regex"};
 const MetricDef kPhaseDuration{"wacht_tcp_duration_seconds",
                                "Duration of each phase of a TCP check in seconds.", "phase"};
 const MetricDef kDialogueStep{"wacht_tcp_dialogue_step",
@@ -118,18 +110,6 @@ struct TcpSettings {
 struct TcpSpec final : ProbeSpec {
   std::shared_ptr<const TcpSettings> settings;
 };
-
-// glibc's wording, which operators know from ping and curl, over libuv's.
-std::string resolve_error(int status) {
-  switch (status) {
-    case UV_EAI_NONAME: return gai_strerror(EAI_NONAME);
-    case UV_EAI_AGAIN: return gai_strerror(EAI_AGAIN);
-    case UV_EAI_FAIL: return gai_strerror(EAI_FAIL);
-    case UV_EAI_NODATA: return gai_strerror(EAI_NODATA);
-    case UV_EAI_ADDRFAMILY: return gai_strerror(EAI_ADDRFAMILY);
-    default: return uv_strerror(status);
-  }
-}
 
 std::string address_text(const sockaddr* addr) {
   char ip[INET6_ADDRSTRLEN] = {};
@@ -323,12 +303,12 @@ void Connection::begin() {
   if (s.literal_family == AF_INET6) {
     sockaddr_in6 addr{};
     uv_ip6_addr(s.host.c_str(), s.port, &addr);
-    result_.add(kDnsLookupTime, end_phase("resolve"));
+    result_.add(metrics::kDnsLookupTime, end_phase("resolve"));
     connect_to(reinterpret_cast<const sockaddr*>(&addr));
   } else if (s.literal_family == AF_INET) {
     sockaddr_in addr{};
     uv_ip4_addr(s.host.c_str(), s.port, &addr);
-    result_.add(kDnsLookupTime, end_phase("resolve"));
+    result_.add(metrics::kDnsLookupTime, end_phase("resolve"));
     connect_to(reinterpret_cast<const sockaddr*>(&addr));
   } else {
     set_phase("resolving");
@@ -342,7 +322,7 @@ void Connection::begin() {
     int rc =
         uv_getaddrinfo(probe_->loop_, &resolve_req_, &on_resolved, s.host.c_str(), nullptr, &hints);
     if (rc < 0) {
-      result_.add(kDnsLookupTime, end_phase("resolve"));
+      result_.add(metrics::kDnsLookupTime, end_phase("resolve"));
       finish(false, "resolve: " + resolve_error(rc));
       return;
     }
@@ -365,7 +345,7 @@ void Connection::resolved(int status, addrinfo* res) {
     if (open_handles_ == 0) delete this;
     return;
   }
-  result_.add(kDnsLookupTime, end_phase("resolve"));
+  result_.add(metrics::kDnsLookupTime, end_phase("resolve"));
   if (status < 0) {
     uv_freeaddrinfo(res);
     finish(false, "resolve: " + resolve_error(status));
@@ -392,7 +372,7 @@ void Connection::resolved(int status, addrinfo* res) {
 }
 
 void Connection::connect_to(const sockaddr* addr) {
-  result_.add(kIpProtocol, addr->sa_family == AF_INET6 ? 6 : 4);
+  result_.add(metrics::kIpProtocol, addr->sa_family == AF_INET6 ? 6 : 4);
   peer_ = address_text(addr);
   set_phase("connecting");
   connect_req_.data = this;
@@ -493,7 +473,7 @@ void Connection::advance_tls() {
       finish(false, "TLS: " + tls_->error());
     return;
   }
-  result_.add(kTlsVersion, 1, tls_->version());
+  result_.add(metrics::kTlsVersion, 1, tls_->version());
   if (!dialogue()) {
     finish(true, tls_success_summary());
     return;
@@ -718,7 +698,7 @@ void Connection::finish(bool success, std::string summary) {
       result_.add(kPhaseDuration, seconds_between(dialogue_start_ns_, now), "dialogue");
     result_.add(kDialogueStep,
                 static_cast<double>(success ? settings_->steps.size() : failed_step_));
-    if (settings_->has_expect) result_.add(kFailedDueToRegex, failed_regex_ ? 1 : 0);
+    if (settings_->has_expect) result_.add(metrics::kFailedDueToRegex, failed_regex_ ? 1 : 0);
   }
   // done fires from the close callback: always asynchronously, and with the
   // handles already gone, so a caller may start the next run or tear down.

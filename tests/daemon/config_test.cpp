@@ -13,13 +13,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 void write_file(const fs::path& p, const std::string& text) {
   fs::create_directories(p.parent_path());
   std::ofstream(p) << text;
@@ -66,7 +59,7 @@ TEST(ConfigGolden, EveryInvalidConfigFailsWithItsExactDiagnostics) {
       continue;
     }
     ASSERT_TRUE(fs::exists(golden)) << "missing golden file; run with WACHT_UPDATE_GOLDEN=1";
-    EXPECT_EQ(got, read_file(golden));
+    EXPECT_EQ(got, test::read_text(golden));
   }
 }
 

@@ -100,12 +100,7 @@ int ChildProcess::signal_and_wait(int sig, int timeout_ms) {
   return -1;
 }
 
-std::string ChildProcess::stderr_text() const {
-  std::ifstream f(stderr_path_);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+std::string ChildProcess::stderr_text() const { return read_text(stderr_path_); }
 
 std::string support_path(const std::string& name) {
   return std::string(WACHT_TEST_SUPPORT_DIR) + "/" + name;
@@ -141,6 +136,13 @@ int free_port() {
   getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   close(fd);
   return ntohs(a.sin_port);
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
 }
 
 std::string make_temp_dir() {

@@ -44,6 +44,8 @@ std::string certs_dir();
 // A loopback TCP port nothing listens on: bound once to get it from the kernel,
 // then closed (a server may take it next, or a test may expect it refused).
 int free_port();
+// The whole content of a file ("" if it cannot be read).
+std::string read_text(const std::string& path);
 // A fresh empty directory under $TMPDIR, removed by the caller (or left for debugging).
 std::string make_temp_dir();
 // A one-shot HTTP GET to 127.0.0.1:port; returns status code and body ("" on failure).
