@@ -13,6 +13,9 @@ namespace wacht::alerts {
 struct Notification {
   uint64_t seq = 0;      // assigned by the outbox, increasing, never reused
   std::string receiver;  // receiver name from the config
+  // Addresses on top of the receiver's own: the on-call person when the
+  // message was queued, so a handover later does not redirect it.
+  std::vector<std::string> to;
   // Notifications with the same thread key are delivered in the order they
   // were queued (the firing mail before its resolved mail); different keys
   // are independent.

@@ -87,6 +87,7 @@ std::optional<json> parse_line(std::string_view line) {
 json to_json(const Notification& n) {
   return {{"seq", n.seq},
           {"receiver", n.receiver},
+          {"to", n.to},
           {"thread_key", n.thread_key},
           {"message_id", n.message_id},
           {"in_reply_to", n.in_reply_to},
@@ -102,6 +103,7 @@ Notification from_json(const json& j) {
   Notification n;
   n.seq = j.at("seq").get<uint64_t>();
   n.receiver = j.at("receiver").get<std::string>();
+  n.to = j.value("to", std::vector<std::string>{});
   n.thread_key = j.value("thread_key", "");
   n.message_id = j.at("message_id").get<std::string>();
   n.in_reply_to = j.value("in_reply_to", "");

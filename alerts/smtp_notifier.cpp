@@ -17,6 +17,14 @@ namespace wacht::alerts {
 
 namespace {
 
+// The receiver's addresses and the message's own (the on-call person), once each.
+std::vector<std::string> recipients(const SmtpSettings& s, const Notification& n) {
+  std::vector<std::string> out = s.to;
+  for (const auto& a : n.to)
+    if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
+  return out;
+}
+
 constexpr size_t kFoldAt = 78;     // RFC 5322's recommended line length
 constexpr size_t kMaxReply = 200;  // of a server reply quoted in a detail
 // 42 bytes make a 68-character encoded word ("=?UTF-8?B?" + 56 base64 + "?="),
@@ -261,7 +269,7 @@ class SmtpNotifier final : public Notifier {
     last_refusal_.clear();
     easy_ = curl_easy_init();
     if (!easy_) throw std::runtime_error("curl_easy_init failed");
-    configure();
+    configure(n);
     done_ = std::move(done);
     curl_->add(easy_, [this](int code) { finish(static_cast<CURLcode>(code)); });
   }
@@ -274,7 +282,7 @@ class SmtpNotifier final : public Notifier {
   }
 
  private:
-  void configure() {
+  void configure(const Notification& n) {
     const SmtpSettings& s = settings_;
     curl_easy_setopt(easy_, CURLOPT_URL, url_.c_str());
     curl_easy_setopt(easy_, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
@@ -298,7 +306,7 @@ class SmtpNotifier final : public Notifier {
     }
     mail_from_ = "<" + address_of(s.from) + ">";
     curl_easy_setopt(easy_, CURLOPT_MAIL_FROM, mail_from_.c_str());
-    for (const std::string& to : s.to) {
+    for (const std::string& to : recipients(s, n)) {
       rcpt_ = curl_slist_append(rcpt_, ("<" + address_of(to) + ">").c_str());
     }
     curl_easy_setopt(easy_, CURLOPT_MAIL_RCPT, rcpt_);
@@ -369,7 +377,8 @@ class SmtpNotifier final : public Notifier {
 
 std::string render_email(const SmtpSettings& s, const Notification& n, int64_t now_ms) {
   std::string to;
-  for (const std::string& rcpt : s.to) to += (to.empty() ? "" : ", ") + format_mailbox(rcpt);
+  for (const std::string& rcpt : recipients(s, n))
+    to += (to.empty() ? "" : ", ") + format_mailbox(rcpt);
   std::string m;
   m += header("From", format_mailbox(s.from));
   m += header("To", to);

@@ -11,21 +11,23 @@ namespace wacht::alerts {
 
 namespace {
 
-const Templates kEnglish{
-    "[wacht] [{TENANT}] {status}: {checks}",
-    "{status} for {tenant_name} ({tenant}): {count} check(s).\n\n{alerts}-- \nwacht monitoring\n",
-    "{state_text}: {check}\n"
-    "  Target:   {target}\n"
-    "  Since:    {since} (for {for})\n"
-    "  Output:   {summary}\n"
-    "  About:    {description}\n"
-    "  Affected: {affected_count} dependent check(s) unreachable: {affected}\n"
-    "  Link:     {link}\n\n",
-    "en"};
+const Templates kEnglish{"[wacht] [{TENANT}] {prefix}{status}: {checks}",
+                         "{prefix}{status} for {tenant_name} ({tenant}): {count} "
+                         "check(s).\n\n{alerts}-- \nwacht monitoring\n",
+                         "{state_text}: {check}\n"
+                         "  Target:   {target}\n"
+                         "  Since:    {since} (for {for})\n"
+                         "  Output:   {summary}\n"
+                         "  About:    {description}\n"
+                         "  Affected: {affected_count} dependent check(s) unreachable: {affected}\n"
+                         "  Link:     {link}\n"
+                         "  Acknowledged: {acknowledged}\n"
+                         "  Acknowledge:  {ack_link}\n\n",
+                         "en"};
 
 const Templates kGerman{
-    "[wacht] [{TENANT}] {status}: {checks}",
-    "{status} für {tenant_name} ({tenant}): {count} Prüfung(en).\n\n{alerts}-- \nwacht "
+    "[wacht] [{TENANT}] {prefix}{status}: {checks}",
+    "{prefix}{status} für {tenant_name} ({tenant}): {count} Prüfung(en).\n\n{alerts}-- \nwacht "
     "Überwachung\n",
     "{state_text}: {check}\n"
     "  Ziel:       {target}\n"
@@ -33,7 +35,9 @@ const Templates kGerman{
     "  Ausgabe:    {summary}\n"
     "  Info:       {description}\n"
     "  Betroffen:  {affected_count} abhängige Prüfung(en) nicht erreichbar: {affected}\n"
-    "  Link:       {link}\n\n",
+    "  Link:       {link}\n"
+    "  Bestätigt:  {acknowledged}\n"
+    "  Bestätigen: {ack_link}\n\n",
     "de"};
 
 std::string state_text(const std::string& state, bool german) {
@@ -138,7 +142,11 @@ Rendered render(const MessageView& m, const Templates& t) {
            {"description", a.description},
            {"affected_count", std::to_string(a.affected.size())},
            {"affected", fmt::format("{}", fmt::join(a.affected, ", "))},
-           {"link", a.link}};
+           {"link", a.link},
+           {"acknowledged", a.acked_by.empty()      ? ""
+                            : a.ack_comment.empty() ? a.acked_by
+                                                    : a.acked_by + ": " + a.ack_comment},
+           {"ack_link", resolved || !a.acked_by.empty() ? "" : a.ack_link}};
     alerts += render_alert(t.alert, v);
     names.push_back(a.check);
   };
@@ -165,7 +173,12 @@ Rendered render(const MessageView& m, const Templates& t) {
     if (names.size() > 3) list += ", …";
     checks += " (" + list + ")";
   }
-  Vars msg{{"tenant", m.tenant},
+  std::string prefix;
+  if (m.level > 0)
+    prefix = fmt::format("{} {}: ", german ? "ESKALATION Stufe" : "ESCALATION level", m.level + 1);
+  if (m.digest) prefix += german ? "SAMMELMELDUNG: " : "DIGEST: ";
+  Vars msg{{"prefix", prefix},
+           {"tenant", m.tenant},
            {"TENANT", upper(m.tenant)},
            {"tenant_name", m.tenant_name.empty() ? m.tenant : m.tenant_name},
            {"status", status},
@@ -176,6 +189,30 @@ Rendered render(const MessageView& m, const Templates& t) {
            {"first_state", first.state},
            {"alerts", alerts}};
   return Rendered{substitute(t.subject, msg), substitute(t.body, msg)};
+}
+
+Rendered render_blind(bool blind, const std::string& reason, size_t held, const Templates& t) {
+  const bool de = t.language == "de";
+  Rendered r;
+  if (blind) {
+    r.subject = de ? "[wacht] ÜBERWACHUNG BLIND: Standort von wacht abgeschnitten"
+                   : "[wacht] MONITORING BLIND: wacht's vantage point is cut off";
+    r.body = fmt::format(
+        fmt::runtime(de ? "wacht sieht seine Ziele nicht mehr: {}.\n\nBis die Sicht zurück ist, "
+                          "hält wacht Alarme zurück, statt für jede Prüfung einzeln zu melden.\n"
+                        : "wacht cannot see its targets: {}.\n\nUntil it can, wacht holds "
+                          "alerts back instead of sending one for every check.\n"),
+        reason);
+  } else {
+    r.subject = de ? "[wacht] ÜBERWACHUNG SIEHT WIEDER" : "[wacht] MONITORING CAN SEE AGAIN";
+    r.body = fmt::format(
+        fmt::runtime(de ? "wacht sieht seine Ziele wieder. {} zurückgehaltene Alarme werden "
+                          "jetzt geprüft und gemeldet, falls sie bestehen bleiben.\n"
+                        : "wacht can see its targets again. {} held alerts are now re-checked "
+                          "and sent if they persist.\n"),
+        held);
+  }
+  return r;
 }
 
 Rendered render_flapping(const AlertView& a, const std::string& tenant, bool started,

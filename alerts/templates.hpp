@@ -18,6 +18,9 @@ struct AlertView {
   std::string link;                   // e.g. a Grafana panel, may be empty
   TimePoint since{};                  // when it became a (hard) problem or recovered
   std::vector<std::string> affected;  // dependent checks it took down
+  std::string acked_by;               // who acknowledged it, empty if nobody
+  std::string ack_comment;
+  std::string ack_link;  // signed link that acknowledges it, may be empty
 };
 
 // One notification: a group's firing and resolved alerts.
@@ -27,6 +30,8 @@ struct MessageView {
   std::vector<AlertView> firing;
   std::vector<AlertView> resolved;
   TimePoint now{};
+  int level = 0;        // > 0: an escalation to that level
+  bool digest = false;  // a storm digest of several groups
 };
 
 struct Rendered {
@@ -34,11 +39,12 @@ struct Rendered {
   std::string body;
 };
 
-// Templates with {placeholders}. Message level: {prefix} {tenant} {TENANT}
+// Templates with {placeholders}. Message level: {prefix} (escalation level or
+// digest, with a trailing space, else empty) {tenant} {TENANT}
 // {tenant_name} {status} {count} {checks} {first_check} {first_target}
 // {first_state} {alerts}. Per alert (the block repeated in {alerts}): {check}
 // {target} {type} {state} {state_text} {since} {for} {summary} {description}
-// {affected_count} {affected} {link}. Lines of an alert block whose
+// {affected_count} {affected} {link} {acknowledged} {ack_link}. Lines of an alert block whose
 // placeholders are all empty are left out.
 struct Templates {
   std::string subject;
@@ -52,6 +58,10 @@ const Templates& builtin_templates(const std::string& language);
 bool known_language(const std::string& language);
 
 Rendered render(const MessageView& m, const Templates& t);
+
+// The connectivity guard's one message when wachtd cannot see (`blind`) and
+// its all-clear; `reason` says which guard checks failed or how many checks.
+Rendered render_blind(bool blind, const std::string& reason, size_t held, const Templates& t);
 
 // The one notice when a check starts flapping (`started`) and the one when it
 // settles, in the templates' language.

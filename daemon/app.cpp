@@ -123,6 +123,18 @@ bool App::start(std::shared_ptr<const config::Config> cfg) {
   if (outbox_->pending() > 0)
     spdlog::info("outbox: {} notification(s) pending from before the restart", outbox_->pending());
   flush_timer_ = std::make_unique<runtime::Timer>(loop_, [this] { flush_groups(); });
+  silence_timer_ = std::make_unique<runtime::Timer>(loop_, [this] { silences_changed(); });
+  silences_path_ = cfg->daemon.state_dir + "/silences.json";
+  if (!silences_.load(silences_path_, &error)) {
+    // Starting without them would page people about maintenance they announced.
+    spdlog::error("cannot load silences: {}", error);
+    return false;
+  }
+  ack_key_ = exporters::load_or_create_key(cfg->daemon.state_dir, &error);
+  if (ack_key_.empty()) {
+    spdlog::error("cannot create the acknowledgement key: {}", error);
+    return false;
+  }
   char host[256] = "localhost";
   gethostname(host, sizeof host - 1);
   hostname_ = host;
@@ -142,33 +154,13 @@ bool App::start(std::shared_ptr<const config::Config> cfg) {
                            it->second.series->skipped();
                        }});
 
-  std::map<std::string, exporters::HttpServer::Handler> routes = {
-      {"/metrics",
-       [metrics] {
-         return exporters::HttpServer::Response{200, "text/plain; version=0.0.4; charset=utf-8",
-                                                metrics->serialize()};
-       }},
-      {"/-/healthy",
-       [] {
-         return exporters::HttpServer::Response{200, "text/plain", "OK\n"};
-       }},
-      {"/-/ready",
-       [this] {
-         bool ready = ready_.load();
-         return exporters::HttpServer::Response{ready ? 200 : 503, "text/plain",
-                                                ready ? "OK\n" : "starting\n"};
-       }},
-      {"/",
-       [] {
-         return exporters::HttpServer::Response{
-             200, "text/html; charset=utf-8",
-             "<html><head><title>wachtd</title></head><body><h1>wachtd</h1>"
-             "<p><a href=\"/metrics\">Metrics</a></p></body></html>\n"};
-       }},
-  };
+  exporters::HttpServer::Options http;
+  http.host = cfg->daemon.listen_host;
+  http.port = cfg->daemon.listen_port;
+  http.loop = loop_;
+  http.routes = api_routes();
   try {
-    http_ = std::make_unique<exporters::HttpServer>(cfg->daemon.listen_host,
-                                                    cfg->daemon.listen_port, std::move(routes));
+    http_ = std::make_unique<exporters::HttpServer>(std::move(http));
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     return false;
@@ -202,6 +194,10 @@ bool App::start(std::shared_ptr<const config::Config> cfg) {
   } else {
     engine_.restore(snapshot->checks);
     router_->restore(snapshot->groups);
+    for (const auto& [id, ack] : snapshot->acks) {
+      auto v = engine_.view(id);
+      if (v && v->firing) acks_[id] = ack;
+    }
     arm_flush();
   }
   metrics_->config_loaded(true, unix_now());
@@ -211,6 +207,20 @@ bool App::start(std::shared_ptr<const config::Config> cfg) {
 
 void App::apply(std::shared_ptr<const config::Config> cfg) {
   scheduler_->set_max_concurrent(cfg->daemon.max_concurrent_probes);
+  // Tokens are read again on every reload, so adding or revoking one needs no restart.
+  std::shared_ptr<const exporters::Tokens> tokens;
+  if (!cfg->api.tokens_file.empty()) {
+    std::string error;
+    if (auto file = exporters::load_tokens(cfg->api.tokens_file, &error)) {
+      if (file->readable_by_others)
+        spdlog::warn("API tokens file {} is readable by other users; chmod 600 it",
+                     cfg->api.tokens_file);
+      tokens = std::make_shared<const exporters::Tokens>(std::move(file->tokens));
+    } else {
+      spdlog::error("{}; the write API refuses every request", error);
+    }
+  }
+  http_->set_auth(tokens, cfg->api.read);
   // Series follow the scheduler's diff: a changed or removed check loses its
   // series, an unchanged one keeps them.
   std::map<std::string_view, const config::CheckConfig*> wanted;
@@ -334,6 +344,7 @@ void App::on_result(const config::CheckConfig& c, const probes::ProbeResult& r,
     if (v->next_interval < c.interval) scheduler_->run_after(c.id, v->next_interval);
   }
   handle_events(fx);
+  update_guard(c.id, r.success);
   auto& last = it->second.last_success;
   // One line per change; a check that starts out up is not news.
   if ((!last && !r.success) || (last && *last != r.success)) {
@@ -353,227 +364,30 @@ void App::housekeeping() {
   // Counting alert states walks every check: every 5 s is fresh enough for a
   // gauge and keeps the loop free of a 10,000-check scan each second.
   if (++housekeeping_ticks_ % 5 != 0) return;
-  size_t pending = 0, firing = 0, unreachable = 0, flapping = 0;
+  size_t pending = 0, firing = 0, unreachable = 0, flapping = 0, silenced = 0;
   for (const auto& id : engine_.ids()) {
     auto v = engine_.view(id);
     if (v->flapping) ++flapping;
-    if (v->firing)
+    if (v->firing) {
       ++firing;
-    else if (v->hard_state != probes::State::kOk && v->unreachable)
+      if (mute(id).silenced) ++silenced;
+    } else if (v->hard_state != probes::State::kOk && v->unreachable)
       ++unreachable;
     else if (v->state != probes::State::kOk && v->type == alerts::StateType::kSoft)
       ++pending;
   }
   metrics_->set_alerts(pending, firing, unreachable, flapping);
+  metrics_->set_acked_silenced(acks_.size(), silenced);
 }
 
 void App::save_state() {
-  Snapshot s{engine_.save(), router_->save()};
+  Snapshot s{engine_.save(), router_->save(), acks_};
   std::string error;
   if (save_snapshot(config_->daemon.state_dir, s, &error)) {
     state_dirty_ = false;
   } else {
     metrics_->state_write_failed();
     spdlog::error("cannot save alert state: {}; retrying", error);
-  }
-}
-
-void App::configure_alerting(const config::Config& cfg) {
-  if (!cfg.alerting.timezone.empty()) {
-    setenv("TZ", cfg.alerting.timezone.c_str(), 1);
-    tzset();
-  }
-  std::set<std::string> wanted;
-  std::vector<alerts::EngineCheck> checks;
-  for (const auto& c : cfg.checks) {
-    wanted.insert(c.id);
-    checks.push_back(alerts::EngineCheck{c.id, c.target, std::string(c.type->name), c.tenant,
-                                         c.labels, c.state, c.depends_on, c.depends_all,
-                                         c.description});
-  }
-  // A removed check that had announced a problem closes its thread.
-  for (const auto& id : engine_.ids()) {
-    if (wanted.contains(id)) continue;
-    auto v = engine_.view(id);
-    if (v && v->firing)
-      router_->resolved(id, alerts::Clock::now());
-    else
-      router_->forget(id);
-  }
-  engine_.configure(std::move(checks));
-
-  std::vector<alerts::RouteConfig> routes = cfg.routes;
-  std::vector<config::ReceiverConfig> receivers = cfg.receivers;
-  if (routes.empty()) {
-    // Without routes every alert is still written to the log, never dropped.
-    config::ReceiverConfig log;
-    log.name = "log";
-    log.type = config::ReceiverConfig::Type::kLog;
-    log.templates = alerts::builtin_templates("en");
-    receivers.push_back(log);
-    alerts::RouteConfig all;
-    all.receivers = {"log"};
-    routes.push_back(all);
-  }
-  router_->set_routes(std::move(routes));
-  for (const auto& r : receivers) {
-    if (r.type == config::ReceiverConfig::Type::kEmail) {
-      alerts::SmtpSettings smtp = cfg.smtp;
-      smtp.to = r.to;
-      outbox_->add_receiver(r.name, alerts::make_smtp_notifier(loop_, curl_.get(), smtp),
-                            r.per_minute);
-    } else {
-      outbox_->add_receiver(r.name, alerts::make_log_notifier(loop_), r.per_minute);
-    }
-  }
-  receivers_ = std::move(receivers);
-  arm_flush();
-}
-
-alerts::Labels App::alert_labels(const std::string& id) {
-  auto v = engine_.view(id);
-  alerts::Labels l;
-  if (!v) return l;
-  for (const auto& [k, val] : v->check->labels) l[k] = val;
-  l["check"] = v->check->id;
-  l["target"] = v->check->target;
-  l["type"] = v->check->type;
-  l["tenant"] = v->check->tenant;
-  std::string sev(probes::state_name(v->hard_state));
-  for (char& ch : sev) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  l["severity"] = sev;
-  return l;
-}
-
-void App::handle_events(const alerts::AlertEngine::Effects& fx) {
-  for (const auto& id : fx.run_now) scheduler_->run_now(id);
-  if (fx.events.empty()) return;
-  auto now = alerts::Clock::now();
-  for (const auto& e : fx.events) {
-    auto v = engine_.view(e.id);
-    switch (e.kind) {
-      case alerts::AlertEvent::Kind::kFiring:
-        spdlog::warn("alert firing: {} {} ({})", e.id, probes::state_name(v->hard_state),
-                     v->summary);
-        router_->firing(e.id, alert_labels(e.id), now);
-        break;
-      case alerts::AlertEvent::Kind::kResolved:
-        spdlog::info("alert resolved: {}", e.id);
-        router_->resolved(e.id, now);
-        break;
-      case alerts::AlertEvent::Kind::kFlappingStarted: notify_flapping(e.id, true); break;
-      case alerts::AlertEvent::Kind::kFlappingStopped: notify_flapping(e.id, false); break;
-    }
-  }
-  state_dirty_ = true;
-  arm_flush();
-}
-
-void App::arm_flush() {
-  if (!flush_timer_) return;
-  auto next = router_->next_due();
-  if (!next) {
-    flush_timer_->stop();
-    return;
-  }
-  auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(*next - alerts::Clock::now());
-  flush_timer_->start(static_cast<uint64_t>(std::max<int64_t>(0, delay.count())));
-}
-
-alerts::AlertView App::alert_view(const std::string& id, bool resolved) {
-  alerts::AlertView a;
-  auto v = engine_.view(id);
-  a.check = id;
-  if (!v) return a;
-  a.target = v->check->target;
-  a.type = v->check->type;
-  a.state = std::string(probes::state_name(resolved ? probes::State::kOk : v->hard_state));
-  a.summary = v->summary;
-  a.since = v->since;
-  if (!resolved) a.affected = engine_.affected_children(id);
-  a.description = v->check->description;
-  if (!config_->alerting.link.empty()) {
-    std::string link = config_->alerting.link;
-    const std::pair<std::string, std::string> vars[] = {
-        {"{check}", id}, {"{target}", a.target}, {"{tenant}", v->check->tenant}};
-    for (const auto& [key, value] : vars) {
-      for (size_t p; (p = link.find(key)) != std::string::npos;) link.replace(p, key.size(), value);
-    }
-    a.link = link;
-  }
-  return a;
-}
-
-void App::enqueue(const std::string& receiver, const std::string& thread, uint64_t number,
-                  const std::string& kind, std::vector<std::string> ids, alerts::Rendered text) {
-  const std::string& host =
-      config_->alerting.hostname.empty() ? hostname_ : config_->alerting.hostname;
-  alerts::Notification n;
-  n.receiver = receiver;
-  n.thread_key = receiver + "/" + thread;
-  n.message_id = fmt::format("<wacht.{}.{}.{}@{}>", thread, number, receiver, host);
-  if (number > 0) n.in_reply_to = fmt::format("<wacht.{}.0.{}@{}>", thread, receiver, host);
-  n.subject = std::move(text.subject);
-  n.body = std::move(text.body);
-  n.kind = kind;
-  n.alert_ids = std::move(ids);
-  outbox_->enqueue(std::move(n));
-}
-
-void App::flush_groups() {
-  auto now = alerts::Clock::now();
-  auto flushes = router_->due(now);
-  for (const auto& f : flushes) {
-    alerts::MessageView m;
-    m.now = now;
-    for (const auto& id : f.firing) m.firing.push_back(alert_view(id, false));
-    for (const auto& id : f.resolved) m.resolved.push_back(alert_view(id, true));
-    std::vector<std::string> ids = f.firing;
-    ids.insert(ids.end(), f.resolved.begin(), f.resolved.end());
-    if (ids.empty()) continue;
-    auto first = engine_.view(ids.front());
-    m.tenant = first ? first->check->tenant : "";
-    for (const auto& t : config_->tenants)
-      if (t.id == m.tenant) m.tenant_name = t.name;
-    const auto& route = router_->routes()[static_cast<size_t>(f.route)];
-    for (const auto& name : route.receivers) {
-      const auto* r = find_receiver(name);
-      if (!r) continue;
-      enqueue(name, f.thread, f.number, f.firing.empty() ? "resolved" : "firing", ids,
-              alerts::render(m, r->templates));
-    }
-  }
-  // The outbox holds the messages now; the snapshot must say they were sent
-  // before anything else happens, or a crash would announce them twice.
-  if (!flushes.empty()) save_state();
-  arm_flush();
-}
-
-const config::ReceiverConfig* App::find_receiver(const std::string& name) const {
-  for (const auto& r : receivers_)
-    if (r.name == name) return &r;
-  return nullptr;
-}
-
-void App::notify_flapping(const std::string& id, bool started) {
-  auto v = engine_.view(id);
-  if (!v) return;
-  spdlog::warn("check {} {} flapping", id, started ? "started" : "stopped");
-  int route_index = router_->match(alert_labels(id));
-  if (route_index < 0) return;
-  const auto& route = router_->routes()[static_cast<size_t>(route_index)];
-  alerts::AlertView a;
-  a.check = id;
-  a.target = v->check->target;
-  a.type = v->check->type;
-  a.state = std::string(probes::state_name(v->state));
-  a.summary = v->summary;
-  for (const auto& name : route.receivers) {
-    const auto* r = find_receiver(name);
-    if (!r) continue;
-    alerts::Rendered text = alerts::render_flapping(a, v->check->tenant, started, r->templates);
-    enqueue(name, fmt::format("flap.{}.{}", id, ++flap_notices_), 0,
-            started ? "flapping" : "flapping_stopped", {id}, std::move(text));
   }
 }
 
@@ -587,6 +401,9 @@ void App::shutdown() {
   scheduler_.reset();
   housekeeping_.reset();
   flush_timer_.reset();
+  silence_timer_.reset();
+  for (auto& [name, p] : pushers_) p->stop();
+  pushers_.clear();
   if (config_ && router_) save_state();
   if (outbox_) outbox_->stop();
   outbox_.reset();

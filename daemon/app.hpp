@@ -8,8 +8,10 @@
 #include <string>
 
 #include "alerts/alert_engine.hpp"
+#include "alerts/alertmanager.hpp"
 #include "alerts/outbox.hpp"
 #include "alerts/router.hpp"
+#include "alerts/silences.hpp"
 #include "config.hpp"
 #include "exporters/http_server.hpp"
 #include "exporters/metrics.hpp"
@@ -18,6 +20,7 @@
 #include "runtime/curl_multi.hpp"
 #include "runtime/timer.hpp"
 #include "scheduler.hpp"
+#include "state_file.hpp"
 
 typedef struct uv_signal_s uv_signal_t;
 
@@ -73,9 +76,25 @@ class App {
   void notify_flapping(const std::string& id, bool started);
   const config::ReceiverConfig* find_receiver(const std::string& name) const;
   alerts::AlertView alert_view(const std::string& id, bool resolved);
-  void enqueue(const std::string& receiver, const std::string& thread, uint64_t number,
+  void enqueue(const config::ReceiverConfig& receiver, const std::string& thread, uint64_t number,
                const std::string& kind, std::vector<std::string> ids, alerts::Rendered text);
+  void deliver(const alerts::Router::Flush& f);
   void save_state();
+  // On-call layer (app_alerting.cpp).
+  alerts::Router::Mute mute(const std::string& id);
+  bool in_maintenance(const alerts::Labels& labels, int64_t now_s) const;
+  void configure_silences(const config::Config& cfg);
+  void silences_changed();
+  void arm_silence_timer();
+  void update_guard(const std::string& id, bool success);
+  void set_blind(bool blind, const std::string& reason);
+  std::string ack_link(const std::string& id);
+  // Why acknowledging failed: the check is unknown (404) or has no firing alert (409).
+  enum class AckError { kNone, kUnknownCheck, kNotFiring, kStale };
+  AckError acknowledge(const std::string& id, const std::string& by, const std::string& comment,
+                       const std::string& channel, std::optional<int64_t> since_ms = {});
+  // HTTP API (api.cpp).
+  std::vector<exporters::HttpServer::Route> api_routes();
 
   Options options_;
   uv_loop_t* loop_ = nullptr;
@@ -93,6 +112,17 @@ class App {
   std::unique_ptr<alerts::Outbox> outbox_;
   std::unique_ptr<runtime::Timer> flush_timer_;
   std::string hostname_;
+  alerts::SilenceStore silences_;
+  std::string silences_path_;
+  uint64_t silences_version_ = 0;
+  std::unique_ptr<runtime::Timer> silence_timer_;
+  std::map<std::string, Ack> acks_;  // by check id
+  std::string ack_key_;
+  std::map<std::string, std::unique_ptr<alerts::AlertmanagerPusher>> pushers_;  // by receiver
+  // The connectivity guard: checks whose latest result failed.
+  std::set<std::string> failing_;
+  bool blind_ = false;
+  uint64_t blind_episodes_ = 0;
   std::vector<config::ReceiverConfig> receivers_;
   bool state_dirty_ = false;
   uint64_t flap_notices_ = 0;

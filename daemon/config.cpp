@@ -34,6 +34,17 @@ constexpr KeySpec kTopKeys[] = {
     {"smtp", "table", "", "The mail server email receivers send through; only in the main file."},
     {"receivers", "table of tables", "", "Where notifications go, by name."},
     {"route", "array of tables", "", "Which alerts go to which receivers, tried in order."},
+    {"api", "table", "", "The HTTP API: tokens and acknowledgement links; only in the main file."},
+    {"guard", "table", "",
+     "The connectivity guard (one \"monitoring blind\" message when wachtd is cut off); only "
+     "in the main file."},
+    {"people", "table of tables", "", "People of on-call rotations, by id."},
+    {"time_periods", "table of tables", "",
+     "Named times (business hours, nights, holidays) that routes and maintenance use."},
+    {"rotations", "table of tables", "", "On-call rotations, by name."},
+    {"escalations", "table of tables", "", "Escalation chains that routes name."},
+    {"maintenance", "array of tables", "",
+     "Maintenance windows (one-off or recurring) during which matching alerts are silenced."},
 };
 
 constexpr KeySpec kDaemonKeys[] = {
@@ -155,8 +166,25 @@ constexpr KeySpec kSmtpKeys[] = {
 };
 
 constexpr KeySpec kReceiverKeys[] = {
-    {"type", "string", "", "\"email\" (through [smtp]) or \"log\" (a log line per message)."},
+    {"type", "string", "",
+     "\"email\" (through [smtp]), \"webhook\" (Alertmanager's webhook JSON), \"alertmanager\" "
+     "(push to Alertmanager's API v2) or \"log\" (a log line per message)."},
     {"to", "array of strings", "", "Recipients of an email receiver."},
+    {"rotation", "string", "",
+     "Email: the rotation (from [rotations]) whose on-call person also receives each message."},
+    {"url", "string", "", "Webhook: the URL the JSON is POSTed to."},
+    {"urls", "array of strings", "",
+     "Alertmanager: base URLs of every instance of the cluster, e.g. "
+     "[\"http://127.0.0.1:9093\"]."},
+    {"token_file", "string", "",
+     "Webhook and alertmanager: file with a bearer token for the Authorization header."},
+    {"tls_insecure", "boolean", "false",
+     "Webhook and alertmanager: skip certificate verification."},
+    {"tls_ca_file", "string", "system trust store", "Webhook and alertmanager: PEM file with CAs."},
+    {"timeout", "duration", "\"10s\"", "Webhook and alertmanager: most time for one request."},
+    {"resend_interval", "duration", "\"1m\"",
+     "Alertmanager: how often firing alerts are sent again (their endsAt is 4 intervals ahead, "
+     "so Alertmanager resolves them by itself if wachtd stops)."},
     {"language", "string", "\"de\"", "Language of the shipped templates: \"de\" or \"en\"."},
     {"per_minute", "integer", "0 (unlimited)",
      "Most messages per minute to this receiver; more wait in the outbox, none is dropped."},
@@ -180,6 +208,112 @@ constexpr KeySpec kRouteKeys[] = {
      "Least time between messages about a group's changes."},
     {"repeat_interval", "duration", "\"4h\"", "How often a still-firing group is sent again."},
     {"send_resolved", "boolean", "true", "Send a message when alerts of the group recover."},
+    {"continue", "boolean", "false",
+     "After this route takes an alert, let the routes after it try too."},
+    {"routes", "array of tables", "[]",
+     "Child routes ([[route.routes]]), tried in order when this one matches; they inherit "
+     "receivers, grouping, escalation and storm_limit. The alert stays with this route only "
+     "if no child takes it."},
+    {"active_during", "array of strings", "[] (always)",
+     "Time periods (from [time_periods]) during which this route takes alerts; it is "
+     "decided when an alert starts firing."},
+    {"inactive_during", "array of strings", "[]",
+     "Time periods during which this route takes no alerts."},
+    {"escalation", "string", "",
+     "Escalation chain (from [escalations]) for alerts nobody acknowledges; \"\" turns an "
+     "inherited one off."},
+    {"storm_limit", "integer", "0 (no limit)",
+     "Most messages per minute for this route; beyond it, changes go out as one digest per "
+     "minute."},
+};
+
+constexpr KeySpec kApiKeys[] = {
+    {"tokens_file", "string", "",
+     "File of API tokens, one \"name:token\" per line; names say who silenced or acknowledged "
+     "what. Without it the write API answers 401."},
+    {"read_access", "string", "\"loopback\"",
+     "Who may read the API without a token: \"loopback\" (clients on 127.0.0.0/8 and ::1), "
+     "\"token\" (nobody) or \"open\" (everyone)."},
+    {"external_url", "string", "",
+     "Base URL under which people reach wachtd's HTTP server (e.g. behind a reverse proxy); "
+     "emails get acknowledgement links only when it is set."},
+    {"ack_link_ttl", "duration", "\"7d\"", "How long an acknowledgement link in an email works."},
+};
+
+constexpr KeySpec kGuardKeys[] = {
+    {"checks", "array of strings", "[]",
+     "Checks of wachtd's own vantage point (its uplinks, the core router): when all of them "
+     "fail, wachtd is blind."},
+    {"blind_percent", "integer", "0 (off)",
+     "Also blind when this share of all checks fails at once, in percent."},
+    {"min_checks", "integer", "10", "blind_percent counts only with at least this many checks."},
+    {"receivers", "array of strings", "",
+     "Who gets the one \"monitoring blind\" message (and the all-clear)."},
+};
+
+constexpr KeySpec kPersonKeys[] = {
+    {"name", "string", "the id", "Full name, shown in notifications and `wachtd --oncall`."},
+    {"email", "string", "", "Address on-call messages go to."},
+};
+
+constexpr KeySpec kTimePeriodKeys[] = {
+    {"timezone", "string", "\"UTC\"",
+     "IANA time zone of the times and dates, e.g. \"Europe/Berlin\"."},
+    {"days", "array of strings", "[] (every day)",
+     "Weekdays, e.g. [\"mon-fri\"] or [\"sat\", \"sun\"]."},
+    {"times", "array of strings", "[] (all day)",
+     "Local time ranges on those days, e.g. [\"07:00-16:00\"]; \"22:00-06:00\" runs past "
+     "midnight."},
+    {"dates", "array of strings", "[]", "Whole days that are always in, e.g. [\"2026-12-24\"]."},
+    {"exclude_dates", "array of strings", "[]",
+     "Whole days that are never in, e.g. public holidays."},
+    {"exclude", "array of strings", "[]", "Other time periods whose times are taken out."},
+};
+
+constexpr KeySpec kRotationKeys[] = {
+    {"timezone", "string", "\"UTC\"", "Time zone of start, handovers and overrides."},
+    {"people", "array of strings", "", "Person ids (from [people]) in the order they take over."},
+    {"start", "string", "",
+     "First handover, local time, e.g. \"2026-01-05T09:00\"; the first person takes over "
+     "then and the shift repeats at the same wall-clock time, across daylight saving."},
+    {"shift", "duration", "\"1w\"",
+     "Length of a shift: whole days (\"1w\", \"1d\") or hours (\"12h\")."},
+    {"override", "array of tables", "[]",
+     "Holiday cover and swaps: [[rotations.<name>.override]] with person, from, until and "
+     "comment; later ones win."},
+};
+
+constexpr KeySpec kOverrideKeys[] = {
+    {"person", "string", "", "Who is on call instead."},
+    {"from", "string", "", "Local start, e.g. \"2026-12-24T09:00\"."},
+    {"until", "string", "", "Local end."},
+    {"comment", "string", "", "Why, e.g. \"swap with Bernd\"."},
+};
+
+constexpr KeySpec kEscalationKeys[] = {
+    {"level", "array of tables", "",
+     "The levels in order: [[escalations.<name>.level]] with after (time since the first "
+     "message) and receivers."},
+};
+
+constexpr KeySpec kLevelKeys[] = {
+    {"after", "duration", "", "Time after the group's first message, if nobody acknowledged."},
+    {"receivers", "array of strings", "", "Who is told at this level."},
+};
+
+constexpr KeySpec kMaintenanceKeys[] = {
+    {"name", "string", "", "Unique name; the silence id is \"config:<name>\"."},
+    {"matchers", "array of strings", "",
+     "Label matchers as amtool writes them, all of which must match: "
+     "[\"tenant=\\\"lup\\\"\", \"site=~\\\"hagenow|wittenburg\\\"\"]."},
+    {"comment", "string", "", "What the maintenance is; shown in the API."},
+    {"timezone", "string", "\"UTC\"", "Time zone of from, until and windows."},
+    {"from", "string", "", "One-off: local start, e.g. \"2026-12-01T20:00\"."},
+    {"until", "string", "", "One-off: local end."},
+    {"windows", "array of strings", "",
+     "Recurring: weekday and time range, e.g. [\"Sun 02:00-04:00\"] or [\"mon-fri 22:00-23:00\"]."},
+    {"time_period", "string", "",
+     "Recurring: a time period from [time_periods] instead of windows."},
 };
 
 constexpr Millis kDefaultInterval{30000};
@@ -261,9 +395,20 @@ class Loader {
   void read_alerting(const toml::table& t);
   void read_smtp(const toml::table& t);
   void read_receivers(const toml::node& n);
-  void read_routes(const toml::node& n);
+  void read_routes(const toml::node& n, int parent = -1);
+  void collect_named(std::string_view section, const toml::node& n);
+  void read_api(const toml::table& t);
+  void read_guard();
+  void read_oncall();
+  void read_maintenance();
+  std::shared_ptr<const runtime::TimeZone> read_timezone(TableReader& r);
   void check_topology();
   void check_routes();
+  void check_receiver_names(const std::vector<std::string>& names, const SourceLoc& at,
+                            const std::string& context);
+  std::shared_ptr<const alerts::TimePeriod> find_time_period(const std::string& name,
+                                                             const SourceLoc& at,
+                                                             const std::string& context);
 
   Diagnostics& diag_;
   std::vector<std::unique_ptr<ParsedFile>> files_;
@@ -275,6 +420,21 @@ class Loader {
   std::vector<const toml::table*> checks_;
   std::map<std::string, SourceLoc> receiver_locs_;
   const toml::table* smtp_ = nullptr;
+  // What routes name, resolved once every file is read.
+  struct RouteMeta {
+    std::string name;
+    std::string escalation;
+    SourceLoc escalation_loc, receivers_loc, tenants_loc, active_loc, inactive_loc;
+    std::vector<std::string> active, inactive;
+  };
+  std::vector<RouteMeta> routes_meta_;
+  // [people], [time_periods], [rotations], [escalations] from every file, by section and name.
+  std::map<std::string, std::map<std::string, std::pair<const toml::table*, SourceLoc>>> named_;
+  std::vector<const toml::table*> maintenance_;
+  const toml::table* guard_ = nullptr;
+  std::map<std::string, std::shared_ptr<const runtime::TimeZone>> zones_;
+  std::map<std::string, SourceLoc> escalation_locs_;
+  int top_routes_ = 0;
 };
 
 const toml::table* Loader::parse_file(const std::string& path, const SourceLoc& included_from) {
@@ -342,12 +502,15 @@ void Loader::read_top(const toml::table& root, bool main_file) {
       read_templates(v);
     } else if (key == "check") {
       read_checks(v);
-    } else if (key == "alerting" || key == "smtp") {
+    } else if (key == "alerting" || key == "smtp" || key == "api" || key == "guard") {
       if (!main_file) {
         diag_.error(runtime::key_loc(k),
                     fmt::format("[{}] is only allowed in the main config file", key));
       } else if (const auto* t = v.as_table()) {
-        key == "alerting" ? read_alerting(*t) : read_smtp(*t);
+        if (key == "alerting") read_alerting(*t);
+        if (key == "smtp") read_smtp(*t);
+        if (key == "api") read_api(*t);
+        if (key == "guard") guard_ = t;
       } else {
         diag_.error(runtime::to_loc(v.source()), fmt::format("'{}' must be a table", key));
       }
@@ -355,8 +518,111 @@ void Loader::read_top(const toml::table& root, bool main_file) {
       read_receivers(v);
     } else if (key == "route") {
       read_routes(v);
+    } else if (key == "people" || key == "time_periods" || key == "rotations" ||
+               key == "escalations") {
+      collect_named(key, v);
+    } else if (key == "maintenance") {
+      if (const auto* arr = v.as_array()) {
+        for (const auto& el : *arr) {
+          if (const auto* t = el.as_table())
+            maintenance_.push_back(t);
+          else
+            diag_.error(runtime::to_loc(el.source()), "each [[maintenance]] must be a table");
+        }
+      } else {
+        diag_.error(runtime::to_loc(v.source()),
+                    "'maintenance' must be an array of tables: write [[maintenance]]");
+      }
     }
   }
+}
+
+void Loader::collect_named(std::string_view section, const toml::node& n) {
+  const auto* t = n.as_table();
+  if (!t) {
+    diag_.error(runtime::to_loc(n.source()),
+                fmt::format("'{}' must be a table of tables: write [{}.<name>]", section, section));
+    return;
+  }
+  auto& into = named_[std::string(section)];
+  for (const auto& [k, v] : *t) {
+    std::string name(k.str());
+    const auto* tt = v.as_table();
+    if (!tt) {
+      diag_.error(runtime::to_loc(v.source()), fmt::format("{}.{} must be a table", section, name));
+      continue;
+    }
+    if (!valid_id(name)) {
+      diag_.error(runtime::key_loc(k),
+                  fmt::format("name '{}' in [{}] may only contain letters, digits, '.', '_', '-' "
+                              "and ':'",
+                              name, section));
+      continue;
+    }
+    if (auto prev = into.find(name); prev != into.end()) {
+      diag_.error(runtime::key_loc(k), fmt::format("duplicate {}.{}", section, name));
+      diag_.note(prev->second.second, "first defined here");
+      continue;
+    }
+    into[name] = {tt, runtime::key_loc(k)};
+  }
+}
+
+void Loader::read_api(const toml::table& t) {
+  TableReader r(diag_, "[api]", runtime::to_loc(t.source()));
+  r.declare(kApiKeys);
+  r.add_layer(t);
+  ApiConfig& a = config_->api;
+  if (auto v = r.get_string("tokens_file")) {
+    a.tokens_file = *v;
+    a.tokens_loc = r.loc("tokens_file");
+    std::string error;
+    if (!exporters::load_tokens(*v, &error)) r.error("tokens_file", error);
+  }
+  if (auto v = r.get_string("read_access")) {
+    if (auto access = exporters::parse_read_access(*v))
+      a.read = *access;
+    else
+      r.error("read_access", fmt::format("read_access must be \"loopback\", \"token\" or "
+                                         "\"open\", not \"{}\"",
+                                         *v));
+  }
+  if (auto v = r.get_string("external_url")) {
+    if (!v->starts_with("http://") && !v->starts_with("https://"))
+      r.error("external_url",
+              fmt::format("external_url must be an http:// or https:// URL, not \"{}\"", *v));
+    a.external_url = *v;
+    while (a.external_url.ends_with('/')) a.external_url.pop_back();
+  }
+  if (auto v = r.get_duration("ack_link_ttl")) a.ack_link_ttl = *v;
+  r.finish();
+}
+
+void Loader::read_guard() {
+  if (!guard_) return;
+  const toml::table& t = *guard_;
+  TableReader r(diag_, "[guard]", runtime::to_loc(t.source()));
+  r.declare(kGuardKeys);
+  r.add_layer(t);
+  GuardConfig& g = config_->guard;
+  g.loc = runtime::to_loc(t.source());
+  if (auto v = r.get_string_array("checks")) {
+    std::set<std::string> ids;
+    for (const auto& c : config_->checks) ids.insert(c.id);
+    for (const auto& id : *v)
+      if (!ids.contains(id)) r.error("checks", fmt::format("[guard]: unknown check '{}'", id));
+    g.checks = *v;
+  }
+  if (auto v = r.get_int("blind_percent", 0, 100)) g.blind_percent = static_cast<int>(*v);
+  if (auto v = r.get_int("min_checks", 1, 1000000)) g.min_checks = static_cast<int>(*v);
+  if (auto v = r.get_string_array("receivers")) {
+    g.receivers = *v;
+    g.loc = r.loc("receivers");
+  }
+  if (g.receivers.empty() && (!g.checks.empty() || g.blind_percent > 0))
+    r.error(r.has("receivers") ? "receivers" : "checks",
+            "[guard] needs 'receivers' for its \"monitoring blind\" message");
+  r.finish();
 }
 
 void Loader::read_daemon(const toml::table& t) {
@@ -810,18 +1076,66 @@ void Loader::read_receivers(const toml::node& n) {
     rc.name = name;
     rc.loc = runtime::key_loc(k);
     std::string type = r.get_string("type").value_or("");
-    if (type == "email")
-      rc.type = ReceiverConfig::Type::kEmail;
-    else if (type == "log")
-      rc.type = ReceiverConfig::Type::kLog;
+    using Type = ReceiverConfig::Type;
+    static const std::map<std::string, Type, std::less<>> kTypes = {
+        {"email", Type::kEmail},
+        {"log", Type::kLog},
+        {"webhook", Type::kWebhook},
+        {"alertmanager", Type::kAlertmanager}};
+    if (auto it = kTypes.find(type); it != kTypes.end())
+      rc.type = it->second;
     else if (!r.has("type"))
-      diag_.error(rc.loc,
-                  fmt::format("receiver '{}': missing 'type' (\"email\" or \"log\")", name));
+      diag_.error(rc.loc, fmt::format("receiver '{}': missing 'type' (\"email\", \"webhook\", "
+                                      "\"alertmanager\" or \"log\")",
+                                      name));
     else
-      r.error("type", fmt::format("type must be \"email\" or \"log\", not \"{}\"", type));
+      r.error("type", fmt::format("type must be \"email\", \"webhook\", \"alertmanager\" or "
+                                  "\"log\", not \"{}\"",
+                                  type));
+    // Each key belongs to some types; one given to another type is a mistake.
+    auto only_for = [&](std::string_view key, std::initializer_list<Type> types,
+                        std::string_view what) {
+      if (r.has(key) && r.has("type") &&
+          std::find(types.begin(), types.end(), rc.type) == types.end())
+        r.error(key, fmt::format("'{}' is only for {} receivers", key, what));
+    };
+    only_for("to", {Type::kEmail}, "email");
+    only_for("rotation", {Type::kEmail}, "email");
+    only_for("url", {Type::kWebhook}, "webhook");
+    only_for("urls", {Type::kAlertmanager}, "alertmanager");
+    for (const char* key : {"token_file", "tls_insecure", "tls_ca_file", "timeout"})
+      only_for(key, {Type::kWebhook, Type::kAlertmanager}, "webhook and alertmanager");
+    only_for("resend_interval", {Type::kAlertmanager}, "alertmanager");
     if (auto v = r.get_string_array("to")) rc.to = *v;
-    if (rc.type == ReceiverConfig::Type::kEmail && rc.to.empty())
-      r.error(r.has("to") ? "to" : "type", "an email receiver needs at least one address in 'to'");
+    if (auto v = r.get_string("rotation")) rc.rotation = *v;
+    if (rc.type == Type::kEmail && rc.to.empty() && rc.rotation.empty())
+      r.error(r.has("to") ? "to" : "type",
+              "an email receiver needs an address in 'to' or a 'rotation'");
+    auto check_url = [&](std::string_view key, const std::string& url) {
+      if (!url.starts_with("http://") && !url.starts_with("https://"))
+        r.error(key, fmt::format("'{}' must be an http:// or https:// URL, not \"{}\"", key, url));
+    };
+    if (auto v = r.get_string("url")) {
+      check_url("url", *v);
+      rc.urls = {*v};
+    } else if (rc.type == Type::kWebhook) {
+      r.error("type", "a webhook receiver needs a 'url'");
+    }
+    if (auto v = r.get_string_array("urls")) {
+      for (const auto& u : *v) check_url("urls", u);
+      rc.urls = *v;
+      if (v->empty()) r.error("urls", "'urls' needs at least one Alertmanager URL");
+    } else if (rc.type == Type::kAlertmanager) {
+      r.error("type", "an alertmanager receiver needs 'urls'");
+    }
+    if (auto v = read_secret_file(r, "token_file")) rc.token = *v;
+    if (auto v = r.get_bool("tls_insecure")) rc.tls_insecure = *v;
+    if (auto v = r.get_string("tls_ca_file")) rc.tls_ca_file = *v;
+    if (auto v = r.get_duration("timeout")) rc.timeout = *v;
+    if (auto v = r.get_duration("resend_interval")) {
+      rc.resend_interval = *v;
+      if (*v < Millis(1000)) r.error("resend_interval", "resend_interval must be at least 1s");
+    }
     std::string lang = r.get_string("language").value_or("de");
     if (!alerts::known_language(lang)) {
       r.error("language", fmt::format("language must be \"de\" or \"en\", not \"{}\"", lang));
@@ -837,25 +1151,52 @@ void Loader::read_receivers(const toml::node& n) {
   }
 }
 
-void Loader::read_routes(const toml::node& n) {
+void Loader::read_routes(const toml::node& n, int parent) {
   const auto* arr = n.as_array();
+  std::string where = parent < 0 ? "route" : routes_meta_[static_cast<size_t>(parent)].name;
   if (!arr) {
-    diag_.error(runtime::to_loc(n.source()), "'route' must be an array of tables: write [[route]]");
+    diag_.error(runtime::to_loc(n.source()),
+                parent < 0 ? "'route' must be an array of tables: write [[route]]"
+                           : fmt::format("{}: 'routes' must be an array of tables: write "
+                                         "[[route.routes]]",
+                                         where));
     return;
   }
+  int sibling = 0;
   for (const auto& el : *arr) {
     const auto* t = el.as_table();
     if (!t) {
-      diag_.error(runtime::to_loc(el.source()), "each [[route]] entry must be a table");
+      diag_.error(runtime::to_loc(el.source()), "each route must be a table");
       continue;
     }
-    size_t index = config_->routes.size() + 1;
-    TableReader r(diag_, fmt::format("route {}", index), runtime::to_loc(t->source()));
+    ++sibling;
+    std::string name =
+        parent < 0 ? fmt::format("route {}", ++top_routes_) : fmt::format("{}.{}", where, sibling);
+    TableReader r(diag_, name, runtime::to_loc(t->source()));
     r.declare(kRouteKeys);
     r.add_layer(*t);
+    // Settings are inherited from the parent; matching criteria are not (a
+    // child is only tried when its parent matched).
     alerts::RouteConfig rc;
+    RouteMeta meta;
+    if (parent >= 0) {
+      const auto& p = config_->routes[static_cast<size_t>(parent)];
+      rc.receivers = p.receivers;
+      rc.group_by = p.group_by;
+      rc.group_wait = p.group_wait;
+      rc.group_interval = p.group_interval;
+      rc.repeat_interval = p.repeat_interval;
+      rc.send_resolved = p.send_resolved;
+      rc.storm_limit = p.storm_limit;
+      meta.escalation = routes_meta_[static_cast<size_t>(parent)].escalation;
+      meta.escalation_loc = routes_meta_[static_cast<size_t>(parent)].escalation_loc;
+    }
+    rc.name = name;
+    rc.parent = parent;
     rc.loc = runtime::to_loc(t->source());
+    meta.name = name;
     if (auto v = r.get_string_array("tenants")) rc.tenants = *v;
+    meta.tenants_loc = r.loc("tenants");
     if (auto v = r.get_string_array("severities")) {
       for (const auto& sev : *v) {
         if (sev != "warning" && sev != "critical" && sev != "unknown")
@@ -865,35 +1206,376 @@ void Loader::read_routes(const toml::node& n) {
       rc.severities = *v;
     }
     if (auto v = r.get_string_table("match")) rc.match.insert(v->begin(), v->end());
-    if (auto v = r.get_string_array("receivers")) rc.receivers = *v;
+    if (auto v = r.get_string_array("receivers")) {
+      rc.receivers = *v;
+      meta.receivers_loc = r.loc("receivers");
+    } else if (parent >= 0) {
+      meta.receivers_loc = routes_meta_[static_cast<size_t>(parent)].receivers_loc;
+    }
     if (rc.receivers.empty())
-      diag_.error(r.loc("receivers"), fmt::format("route {}: needs at least one receiver", index));
+      diag_.error(r.loc("receivers"),
+                  fmt::format("{}: needs at least one receiver (its own or its parent's)", name));
     if (auto v = r.get_string_array("group_by")) rc.group_by = *v;
     if (auto v = r.get_duration("group_wait")) rc.group_wait = *v;
     if (auto v = r.get_duration("group_interval")) rc.group_interval = *v;
     if (auto v = r.get_duration("repeat_interval")) rc.repeat_interval = *v;
     if (auto v = r.get_bool("send_resolved")) rc.send_resolved = *v;
+    if (auto v = r.get_bool("continue")) rc.continue_matching = *v;
+    if (auto v = r.get_int("storm_limit", 0, 100000)) rc.storm_limit = static_cast<int>(*v);
+    if (auto v = r.get_string("escalation")) {
+      meta.escalation = *v;
+      meta.escalation_loc = r.loc("escalation");
+    }
+    if (auto v = r.get_string_array("active_during")) meta.active = *v;
+    meta.active_loc = r.loc("active_during");
+    if (auto v = r.get_string_array("inactive_during")) meta.inactive = *v;
+    meta.inactive_loc = r.loc("inactive_during");
+    const toml::node* children = t->get("routes");
     r.finish();
+    int index = static_cast<int>(config_->routes.size());
+    if (parent >= 0) config_->routes[static_cast<size_t>(parent)].children.push_back(index);
     config_->routes.push_back(std::move(rc));
+    routes_meta_.push_back(std::move(meta));
+    if (children) read_routes(*children, index);
   }
+}
+
+std::shared_ptr<const runtime::TimeZone> Loader::read_timezone(TableReader& r) {
+  std::string name = r.get_string("timezone").value_or("UTC");
+  if (auto it = zones_.find(name); it != zones_.end()) return it->second;
+  std::string error;
+  auto tz = runtime::TimeZone::load(name, &error);
+  if (!tz) {
+    r.error("timezone", error);
+    tz = runtime::TimeZone::load("UTC", &error);
+  }
+  return zones_[name] = tz;
+}
+
+namespace {
+
+// A local date and time of `key` in `tz`, as unix seconds.
+std::optional<int64_t> read_local_time(TableReader& r, std::string_view key,
+                                       const runtime::TimeZone& tz) {
+  auto v = r.get_string(key);
+  if (!v) return std::nullopt;
+  std::string error;
+  auto dt = runtime::parse_local_datetime(*v, &error);
+  if (!dt) {
+    r.error(key, fmt::format("{}: {}", key, error));
+    return std::nullopt;
+  }
+  return tz.from_local(dt->date.year, dt->date.month, dt->date.day, 0, dt->minute_of_day, 0);
+}
+
+std::vector<runtime::Date> read_dates(TableReader& r, std::string_view key) {
+  std::vector<runtime::Date> out;
+  for (const auto& text : r.get_string_array(key).value_or(std::vector<std::string>{})) {
+    std::string error;
+    if (auto d = runtime::parse_date(text, &error))
+      out.push_back(*d);
+    else
+      r.error(key, fmt::format("{}: {}", key, error));
+  }
+  return out;
+}
+
+}  // namespace
+
+void Loader::read_oncall() {
+  OnCallConfig& oc = config_->oncall;
+  for (const auto& [id, entry] : named_["people"]) {
+    TableReader r(diag_, fmt::format("person '{}'", id), runtime::to_loc(entry.first->source()));
+    r.declare(kPersonKeys);
+    r.add_layer(*entry.first);
+    alerts::Person p{id, r.get_string("name").value_or(id), r.get_string("email").value_or("")};
+    if (p.email.find('@') == std::string::npos)
+      r.error(r.has("email") ? "email" : "name",
+              fmt::format("person '{}' needs an 'email' address", id));
+    r.finish();
+    oc.people[id] = std::move(p);
+  }
+
+  // Time periods may exclude each other: resolve depth first, refusing cycles.
+  auto& periods = named_["time_periods"];
+  std::map<std::string, int> state;  // 1 resolving, 2 done
+  std::function<std::shared_ptr<const alerts::TimePeriod>(const std::string&)> resolve =
+      [&](const std::string& name) -> std::shared_ptr<const alerts::TimePeriod> {
+    if (state[name] == 2) return oc.time_periods.at(name);
+    const auto& [t, at] = periods.at(name);
+    state[name] = 1;
+    TableReader r(diag_, fmt::format("time period '{}'", name), runtime::to_loc(t->source()));
+    r.declare(kTimePeriodKeys);
+    r.add_layer(*t);
+    auto p = std::make_shared<alerts::TimePeriod>();
+    p->tz = read_timezone(r);
+    alerts::WeeklyRange weekly;
+    std::string error;
+    auto days = r.get_string_array("days");
+    for (const auto& d : days.value_or(std::vector<std::string>{})) {
+      if (auto w = alerts::parse_day_ranges(d, &error))
+        weekly.days |= *w;
+      else
+        r.error("days", fmt::format("days: {}", error));
+    }
+    if (!days) weekly.days.set();
+    auto times = r.get_string_array("times");
+    for (const auto& text : times.value_or(std::vector<std::string>{})) {
+      if (auto range = alerts::parse_time_range(text, &error))
+        weekly.times.push_back(*range);
+      else
+        r.error("times", fmt::format("times: {}", error));
+    }
+    if (!times) weekly.times.push_back({0, 1440});
+    if (days || times) p->weekly.push_back(std::move(weekly));
+    p->dates = read_dates(r, "dates");
+    p->exclude_dates = read_dates(r, "exclude_dates");
+    for (const auto& other : r.get_string_array("exclude").value_or(std::vector<std::string>{})) {
+      if (!periods.contains(other)) {
+        r.error("exclude", fmt::format("unknown time period '{}'", other));
+      } else if (state[other] == 1) {
+        r.error("exclude", fmt::format("time periods '{}' and '{}' exclude each other in a cycle",
+                                       name, other));
+      } else {
+        p->exclude.push_back(resolve(other));
+      }
+    }
+    r.finish();
+    state[name] = 2;
+    return oc.time_periods[name] = p;
+  };
+  for (const auto& [name, entry] : periods)
+    if (state[name] != 2) resolve(name);
+
+  for (const auto& [name, entry] : named_["rotations"]) {
+    const toml::table& t = *entry.first;
+    TableReader r(diag_, fmt::format("rotation '{}'", name), runtime::to_loc(t.source()));
+    r.declare(kRotationKeys);
+    r.add_layer(t);
+    auto rot = std::make_shared<alerts::Rotation>();
+    rot->tz = read_timezone(r);
+    rot->people = r.get_string_array("people").value_or(std::vector<std::string>{});
+    if (rot->people.empty())
+      r.error(r.has("people") ? "people" : "timezone",
+              fmt::format("rotation '{}' needs 'people'", name));
+    for (const auto& p : rot->people)
+      if (!oc.people.contains(p)) r.error("people", fmt::format("unknown person '{}'", p));
+    if (auto v = r.get_string("start")) {
+      std::string error;
+      if (auto dt = runtime::parse_local_datetime(*v, &error))
+        rot->start = *dt;
+      else
+        r.error("start", fmt::format("start: {}", error));
+    } else {
+      diag_.error(entry.second, fmt::format("rotation '{}' needs a 'start' (the first handover, "
+                                            "e.g. \"2026-01-05T09:00\")",
+                                            name));
+    }
+    Millis shift = r.get_duration("shift").value_or(Millis(7 * 86400000LL));
+    constexpr int64_t kHour = 3600000, kDay = 24 * kHour;
+    if (shift.count() <= 0 || shift.count() % kHour != 0)
+      r.error("shift", "shift must be a whole number of hours, e.g. \"1w\", \"1d\" or \"12h\"");
+    else if (shift.count() % kDay == 0)
+      rot->shift_days = static_cast<int>(shift.count() / kDay);
+    else
+      rot->shift_hours = static_cast<int>(shift.count() / kHour);
+    if (const auto* ov = t.get("override")) {
+      const auto* arr = ov->as_array();
+      if (!arr) r.error("override", "write overrides as [[rotations.<name>.override]]");
+      for (size_t i = 0; arr && i < arr->size(); ++i) {
+        const auto* ot = (*arr)[i].as_table();
+        if (!ot) continue;
+        TableReader o(diag_, fmt::format("override {} of rotation '{}'", i + 1, name),
+                      runtime::to_loc(ot->source()));
+        o.declare(kOverrideKeys);
+        o.add_layer(*ot);
+        alerts::Override item;
+        item.person = o.get_string("person").value_or("");
+        if (!oc.people.contains(item.person))
+          o.error(o.has("person") ? "person" : "from",
+                  item.person.empty() ? "an override needs a 'person'"
+                                      : fmt::format("unknown person '{}'", item.person));
+        auto from = read_local_time(o, "from", *rot->tz);
+        auto until = read_local_time(o, "until", *rot->tz);
+        if (!from || !until)
+          o.error(from ? "until" : "from", "an override needs 'from' and 'until'");
+        else if (*until <= *from)
+          o.error("until", "'until' must be after 'from'");
+        item.from = from.value_or(0);
+        item.until = until.value_or(0);
+        item.comment = o.get_string("comment").value_or("");
+        o.finish();
+        rot->overrides.push_back(std::move(item));
+      }
+    }
+    r.finish();
+    oc.rotations[name] = rot;
+  }
+
+  for (const auto& [name, entry] : named_["escalations"]) {
+    const toml::table& t = *entry.first;
+    escalation_locs_[name] = entry.second;
+    TableReader r(diag_, fmt::format("escalation '{}'", name), runtime::to_loc(t.source()));
+    r.declare(kEscalationKeys);
+    r.add_layer(t);
+    std::vector<alerts::EscalationLevel> levels;
+    const auto* arr = t.get("level") ? t.get("level")->as_array() : nullptr;
+    if (!arr || arr->empty())
+      diag_.error(entry.second, fmt::format("escalation '{}' needs levels: write "
+                                            "[[escalations.{}.level]]",
+                                            name, name));
+    for (size_t i = 0; arr && i < arr->size(); ++i) {
+      const auto* lt = (*arr)[i].as_table();
+      if (!lt) continue;
+      TableReader l(diag_, fmt::format("level {} of escalation '{}'", i + 1, name),
+                    runtime::to_loc(lt->source()));
+      l.declare(kLevelKeys);
+      l.add_layer(*lt);
+      alerts::EscalationLevel level;
+      if (auto v = l.get_duration("after"))
+        level.after = *v;
+      else
+        diag_.error(l.table_loc(), "a level needs 'after'");
+      if (!levels.empty() && level.after <= levels.back().after)
+        l.error("after", "'after' must grow from level to level");
+      level.receivers = l.get_string_array("receivers").value_or(std::vector<std::string>{});
+      if (level.receivers.empty()) diag_.error(l.loc("receivers"), "a level needs 'receivers'");
+      l.finish();
+      levels.push_back(std::move(level));
+    }
+    r.finish();
+    oc.escalations[name] = std::move(levels);
+  }
+}
+
+void Loader::read_maintenance() {
+  std::set<std::string> names;
+  for (const toml::table* t : maintenance_) {
+    TableReader r(diag_, "[[maintenance]]", runtime::to_loc(t->source()));
+    r.declare(kMaintenanceKeys);
+    r.add_layer(*t);
+    MaintenanceConfig m;
+    m.loc = runtime::to_loc(t->source());
+    m.name = r.get_string("name").value_or("");
+    if (m.name.empty() || !valid_id(m.name))
+      diag_.error(r.loc("name"), "maintenance needs a 'name' of letters, digits, '.', '_', '-'");
+    else if (!names.insert(m.name).second)
+      r.error("name", fmt::format("duplicate maintenance '{}'", m.name));
+    for (const auto& text : r.get_string_array("matchers").value_or(std::vector<std::string>{})) {
+      std::string error;
+      if (auto matcher = alerts::parse_matcher(text, &error))
+        m.matchers.push_back(std::move(*matcher));
+      else
+        r.error("matchers", error);
+    }
+    std::string error;
+    if (!alerts::validate_matchers(m.matchers, &error))
+      diag_.error(r.loc("matchers"), fmt::format("maintenance '{}': {}", m.name, error));
+    m.comment = r.get_string("comment").value_or("");
+    auto tz = read_timezone(r);
+    auto from = read_local_time(r, "from", *tz);
+    auto until = read_local_time(r, "until", *tz);
+    bool one_off = r.has("from") || r.has("until");
+    bool recurring = r.has("windows") || r.has("time_period");
+    if (one_off == recurring)
+      diag_.error(m.loc, fmt::format("maintenance '{}' needs either 'from' and 'until' (once) or "
+                                     "'windows' or 'time_period' (recurring)",
+                                     m.name));
+    if (one_off) {
+      if (!from || !until)
+        r.error(from ? "until" : "from", "a one-off maintenance needs 'from' and 'until'");
+      else if (*until <= *from)
+        r.error("until", "'until' must be after 'from'");
+      m.from_ms = from.value_or(0) * 1000;
+      m.until_ms = until.value_or(0) * 1000;
+    }
+    if (auto windows = r.get_string_array("windows")) {
+      auto p = std::make_shared<alerts::TimePeriod>();
+      p->tz = tz;
+      for (const auto& text : *windows) {
+        if (auto w = alerts::parse_window(text, &error))
+          p->weekly.push_back(*w);
+        else
+          r.error("windows", fmt::format("windows: {}", error));
+      }
+      if (p->weekly.empty()) r.error("windows", "'windows' needs at least one window");
+      m.windows = p;
+    }
+    if (auto v = r.get_string("time_period")) {
+      if (r.has("windows")) r.error("time_period", "give 'windows' or 'time_period', not both");
+      m.windows = find_time_period(*v, r.loc("time_period"), "maintenance '" + m.name + "'");
+    }
+    r.finish();
+    config_->maintenance.push_back(std::move(m));
+  }
+}
+
+void Loader::check_receiver_names(const std::vector<std::string>& names, const SourceLoc& at,
+                                  const std::string& context) {
+  for (const auto& name : names) {
+    if (receiver_locs_.contains(name)) continue;
+    std::vector<std::string_view> known;
+    for (const auto& [n, _] : receiver_locs_) known.push_back(n);
+    std::string hint = runtime::closest_match(name, known);
+    diag_.error(at, fmt::format("{}: unknown receiver '{}'{}", context, name,
+                                hint.empty() ? "" : "; did you mean '" + hint + "'?"));
+  }
+}
+
+std::shared_ptr<const alerts::TimePeriod> Loader::find_time_period(const std::string& name,
+                                                                   const SourceLoc& at,
+                                                                   const std::string& context) {
+  auto it = config_->oncall.time_periods.find(name);
+  if (it != config_->oncall.time_periods.end()) return it->second;
+  std::vector<std::string_view> known;
+  for (const auto& [n, _] : config_->oncall.time_periods) known.push_back(n);
+  std::string hint = runtime::closest_match(name, known);
+  diag_.error(at, fmt::format("{}: unknown time period '{}'{}", context, name,
+                              hint.empty() ? "" : "; did you mean '" + hint + "'?"));
+  return nullptr;
 }
 
 void Loader::check_routes() {
   for (size_t i = 0; i < config_->routes.size(); ++i) {
-    const auto& rc = config_->routes[i];
-    for (const auto& name : rc.receivers) {
-      if (!receiver_locs_.contains(name)) {
-        std::vector<std::string_view> names;
-        for (const auto& [n, _] : receiver_locs_) names.push_back(n);
-        std::string hint = runtime::closest_match(name, names);
-        diag_.error(rc.loc, fmt::format("route {}: unknown receiver '{}'{}", i + 1, name,
-                                        hint.empty() ? "" : "; did you mean '" + hint + "'?"));
-      }
-    }
+    auto& rc = config_->routes[i];
+    const RouteMeta& meta = routes_meta_[i];
+    check_receiver_names(rc.receivers, meta.receivers_loc, rc.name);
     for (const auto& tenant : rc.tenants) {
       if (!tenants_.contains(tenant))
-        diag_.error(rc.loc, fmt::format("route {}: unknown tenant '{}'", i + 1, tenant));
+        diag_.error(meta.tenants_loc, fmt::format("{}: unknown tenant '{}'", rc.name, tenant));
     }
+    if (!meta.escalation.empty()) {
+      auto it = config_->oncall.escalations.find(meta.escalation);
+      if (it == config_->oncall.escalations.end())
+        diag_.error(meta.escalation_loc,
+                    fmt::format("{}: unknown escalation '{}'", rc.name, meta.escalation));
+      else
+        rc.escalation = it->second;
+    }
+    std::vector<std::shared_ptr<const alerts::TimePeriod>> active, inactive;
+    for (const auto& name : meta.active)
+      if (auto p = find_time_period(name, meta.active_loc, rc.name)) active.push_back(p);
+    for (const auto& name : meta.inactive)
+      if (auto p = find_time_period(name, meta.inactive_loc, rc.name)) inactive.push_back(p);
+    if (!active.empty() || !inactive.empty()) {
+      rc.active = [active, inactive](alerts::TimePoint now) {
+        int64_t t =
+            std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+        for (const auto& p : inactive)
+          if (p->active(t)) return false;
+        if (active.empty()) return true;
+        return std::any_of(active.begin(), active.end(),
+                           [t](const auto& p) { return p->active(t); });
+      };
+    }
+  }
+  for (const auto& [name, levels] : config_->oncall.escalations)
+    for (const auto& level : levels)
+      check_receiver_names(level.receivers, escalation_locs_[name], "escalation '" + name + "'");
+  check_receiver_names(config_->guard.receivers, config_->guard.loc, "[guard]");
+  for (const auto& r : config_->receivers) {
+    if (!r.rotation.empty() && !config_->oncall.rotations.contains(r.rotation))
+      diag_.error(r.loc, fmt::format("receiver '{}': unknown rotation '{}'", r.name, r.rotation));
   }
   bool email = false;
   for (const auto& r : config_->receivers) email = email || r.type == ReceiverConfig::Type::kEmail;
@@ -905,11 +1587,11 @@ void Loader::check_routes() {
                                    r.name));
   }
   // A tenant whose alerts no route takes would page nobody: say so.
+  alerts::Router router(config_->routes);
   for (const auto& tenant : config_->tenants) {
-    alerts::Router router(config_->routes);
     bool any = false;
     for (const char* sev : {"warning", "critical", "unknown"})
-      any = any || router.match({{"tenant", tenant.id}, {"severity", sev}}) >= 0;
+      any = any || !router.match({{"tenant", tenant.id}, {"severity", sev}}, std::nullopt).empty();
     if (!any && !config_->routes.empty())
       diag_.warning(
           tenants_[tenant.id].second,
@@ -1003,6 +1685,9 @@ std::shared_ptr<Config> Loader::run(const std::string& path) {
     }
   }
   check_topology();
+  read_oncall();
+  read_maintenance();
+  read_guard();
   check_routes();
   if (diag_.has_errors()) return nullptr;
   return config_;
@@ -1036,6 +1721,17 @@ std::vector<Section> sections() {
       {"smtp", "[smtp]: the mail server.", kSmtpKeys},
       {"receivers.<name>", "[receivers.<name>]: where notifications go.", kReceiverKeys},
       {"route", "[[route]]: which alerts go where.", kRouteKeys},
+      {"api", "[api]: the HTTP API.", kApiKeys},
+      {"guard", "[guard]: the connectivity guard.", kGuardKeys},
+      {"people.<id>", "[people.<id>]: one person of on-call rotations.", kPersonKeys},
+      {"time_periods.<name>", "[time_periods.<name>]: business hours, nights, holidays.",
+       kTimePeriodKeys},
+      {"rotations.<name>", "[rotations.<name>]: an on-call rotation.", kRotationKeys},
+      {"rotations.<name>.override", "[[rotations.<name>.override]]: holiday cover and swaps.",
+       kOverrideKeys},
+      {"escalations.<name>", "[escalations.<name>]: an escalation chain.", kEscalationKeys},
+      {"escalations.<name>.level", "[[escalations.<name>.level]]: one level of it.", kLevelKeys},
+      {"maintenance", "[[maintenance]]: a maintenance window.", kMaintenanceKeys},
   };
   for (const auto& t : probes::probe_types()) out.push_back({t.name, t.summary, t.keys});
   return out;

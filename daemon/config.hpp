@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -9,9 +10,12 @@
 
 #include "alerts/check_state.hpp"
 #include "alerts/grading.hpp"
+#include "alerts/oncall.hpp"
 #include "alerts/router.hpp"
+#include "alerts/silences.hpp"
 #include "alerts/smtp_notifier.hpp"
 #include "alerts/templates.hpp"
+#include "exporters/api_auth.hpp"
 #include "probes/registry.hpp"
 #include "runtime/diagnostics.hpp"
 #include "runtime/toml_reader.hpp"
@@ -68,11 +72,55 @@ struct AlertingConfig {
 
 struct ReceiverConfig {
   std::string name;
-  enum class Type { kEmail, kLog } type = Type::kLog;
+  enum class Type { kEmail, kLog, kWebhook, kAlertmanager } type = Type::kLog;
   std::vector<std::string> to;
+  // Email: the on-call person of this rotation is added to `to` when a
+  // message is queued.
+  std::string rotation;
+  std::vector<std::string> urls;  // webhook: one; alertmanager: each instance of the cluster
+  std::string token;              // bearer token, read from token_file
+  bool tls_insecure = false;
+  std::string tls_ca_file;
+  Millis timeout{10000};
+  Millis resend_interval{60000};  // alertmanager
   alerts::Templates templates;
   int per_minute = 0;
   runtime::SourceLoc loc;
+};
+
+struct ApiConfig {
+  std::string tokens_file;  // empty: no write API
+  exporters::ReadAccess read = exporters::ReadAccess::loopback;
+  std::string external_url;  // where people reach wachtd, for acknowledgement links
+  Millis ack_link_ttl{7 * 24 * 3600 * 1000LL};
+  runtime::SourceLoc tokens_loc;
+};
+
+// The connectivity guard: when wachtd itself is cut off, one "monitoring
+// blind" message instead of hundreds of alarms.
+struct GuardConfig {
+  std::vector<std::string> checks;  // all failing: blind
+  int blind_percent = 0;            // this share of all checks failing: blind; 0 = off
+  int min_checks = 10;              // ... counted only with at least this many checks
+  std::vector<std::string> receivers;
+  runtime::SourceLoc loc;
+};
+
+// A configured maintenance window: one-off (from/until) or recurring (windows).
+struct MaintenanceConfig {
+  std::string name;
+  std::vector<alerts::Matcher> matchers;
+  std::string comment;
+  int64_t from_ms = 0, until_ms = 0;                  // one-off
+  std::shared_ptr<const alerts::TimePeriod> windows;  // recurring
+  runtime::SourceLoc loc;
+};
+
+struct OnCallConfig {
+  std::map<std::string, alerts::Person> people;
+  std::map<std::string, std::shared_ptr<const alerts::TimePeriod>> time_periods;
+  std::map<std::string, std::shared_ptr<const alerts::Rotation>> rotations;
+  std::map<std::string, std::vector<alerts::EscalationLevel>> escalations;
 };
 
 // Immutable once loaded; a reload builds a new one and swaps it in.
@@ -85,7 +133,11 @@ struct Config {
   AlertingConfig alerting;
   alerts::SmtpSettings smtp;  // shared by every email receiver
   std::vector<ReceiverConfig> receivers;
-  std::vector<alerts::RouteConfig> routes;
+  std::vector<alerts::RouteConfig> routes;  // the tree, flattened in order
+  ApiConfig api;
+  GuardConfig guard;
+  OnCallConfig oncall;
+  std::vector<MaintenanceConfig> maintenance;
 };
 
 struct LoadResult {

@@ -69,7 +69,8 @@ bool save_snapshot(const std::string& dir, const Snapshot& s, std::string* error
   for (const auto& g : s.groups) {
     json alerts = json::array();
     for (const auto& a : g.alerts)
-      alerts.push_back({{"id", a.id}, {"notified", a.notified}, {"resolved", a.resolved}});
+      alerts.push_back(
+          {{"id", a.id}, {"notified", a.notified}, {"resolved", a.resolved}, {"news", a.news}});
     groups.push_back({{"route", g.route},
                       {"key", g.key},
                       {"group_labels", g.group_labels},
@@ -78,9 +79,15 @@ bool save_snapshot(const std::string& dir, const Snapshot& s, std::string* error
                       {"last_flush_ms", g.last_flush_ms},
                       {"next_flush_ms", g.next_flush_ms},
                       {"changed", g.changed},
+                      {"level", g.level},
+                      {"escalation_start_ms", g.escalation_start_ms},
                       {"alerts", alerts}});
   }
-  std::string text = json{{"version", kVersion}, {"checks", checks}, {"groups", groups}}.dump();
+  json acks = json::object();
+  for (const auto& [id, a] : s.acks)
+    acks[id] = {{"by", a.by}, {"comment", a.comment}, {"at_ms", a.at_ms}, {"since_ms", a.since_ms}};
+  std::string text =
+      json{{"version", kVersion}, {"checks", checks}, {"groups", groups}, {"acks", acks}}.dump();
   return runtime::write_file_atomically(dir + "/" + kFile, text, error);
 }
 
@@ -106,14 +113,22 @@ std::optional<Snapshot> load_snapshot(const std::string& dir, std::string* error
       sg.group_labels = g.at("group_labels").get<alerts::Labels>();
       sg.thread = g.at("thread").get<std::string>();
       sg.number = g.at("number").get<uint64_t>();
-      sg.created_ms = -1;
       sg.last_flush_ms = g.at("last_flush_ms").get<int64_t>();
       sg.next_flush_ms = g.at("next_flush_ms").get<int64_t>();
       sg.changed = g.at("changed").get<bool>();
-      for (const auto& a : g.at("alerts"))
-        sg.alerts.push_back({a.at("id").get<std::string>(), a.at("notified").get<bool>(),
-                             a.at("resolved").get<bool>()});
+      sg.level = g.value("level", 0);
+      sg.escalation_start_ms = g.value("escalation_start_ms", int64_t{-1});
+      for (const auto& a : g.at("alerts")) {
+        bool notified = a.at("notified").get<bool>();
+        sg.alerts.push_back({a.at("id").get<std::string>(), notified, a.at("resolved").get<bool>(),
+                             a.value("news", !notified)});
+      }
       s.groups.push_back(std::move(sg));
+    }
+    if (j.contains("acks")) {
+      for (const auto& [id, a] : j.at("acks").items())
+        s.acks[id] = Ack{a.at("by").get<std::string>(), a.at("comment").get<std::string>(),
+                         a.at("at_ms").get<int64_t>(), a.at("since_ms").get<int64_t>()};
     }
     return s;
   } catch (const std::exception& e) {

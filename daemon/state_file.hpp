@@ -13,9 +13,19 @@ namespace wacht {
 // Alert state that must survive a restart or kill -9: every check's state
 // machine and notification bookkeeping, and the router's groups (what was
 // announced, in which thread, and when the next message is due).
+// An acknowledgement: it holds while the check stays in the hard problem it
+// was given for (the problem that started at `since_ms`).
+struct Ack {
+  std::string by;
+  std::string comment;
+  int64_t at_ms = 0;
+  int64_t since_ms = 0;
+};
+
 struct Snapshot {
   std::map<std::string, alerts::AlertEngine::Saved> checks;
   std::vector<alerts::Router::SavedGroup> groups;
+  std::map<std::string, Ack> acks;  // by check id
 };
 
 // Writes `state.json` in `dir` atomically (temp file, fsync, rename, fsync of

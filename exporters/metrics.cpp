@@ -193,10 +193,39 @@ Metrics::Metrics()
                  .Name("wacht_alerts")
                  .Help(
                      "Checks by alert state: pending (soft problem), firing, unreachable, "
-                     "flapping.")
+                     "flapping; of the firing ones, acknowledged and silenced.")
                  .Register(*registry_);
-  for (const char* st : {"pending", "firing", "unreachable", "flapping"})
+  for (const char* st :
+       {"pending", "firing", "unreachable", "flapping", "acknowledged", "silenced"})
     alerts_->Add({{"state", st}});
+  silences_ = &BuildGauge()
+                   .Name("wacht_silences")
+                   .Help(
+                       "Silences by state (pending, active, expired), from the API and "
+                       "maintenance windows.")
+                   .Register(*registry_);
+  for (const char* st : {"pending", "active", "expired"}) silences_->Add({{"state", st}});
+  blind_ = &BuildGauge()
+                .Name("wacht_blind")
+                .Help("1 while the connectivity guard finds wachtd cut off and holds alerts back.")
+                .Register(*registry_)
+                .Add({});
+  escalations_total_ = &BuildCounter()
+                            .Name("wacht_escalations_total")
+                            .Help("Messages that escalated an unacknowledged alert, by route.")
+                            .Register(*registry_);
+  digests_total_ = &BuildCounter()
+                        .Name("wacht_storm_digests_total")
+                        .Help("Digests the storm guard sent instead of single messages, by route.")
+                        .Register(*registry_);
+  pushes_total_ = &BuildCounter()
+                       .Name("wacht_alertmanager_pushes_total")
+                       .Help("Pushes to Alertmanager instances by receiver, URL and result.")
+                       .Register(*registry_);
+  acks_total_ = &BuildCounter()
+                     .Name("wacht_acknowledgements_total")
+                     .Help("Alerts acknowledged, by channel (api, link).")
+                     .Register(*registry_);
   notifications_total_ = &BuildCounter()
                               .Name("wacht_notifications_total")
                               .Help(
@@ -238,6 +267,36 @@ void Metrics::set_alerts(size_t pending, size_t firing, size_t unreachable, size
   alerts_->Add({{"state", "firing"}}).Set(static_cast<double>(firing));
   alerts_->Add({{"state", "unreachable"}}).Set(static_cast<double>(unreachable));
   alerts_->Add({{"state", "flapping"}}).Set(static_cast<double>(flapping));
+}
+
+void Metrics::set_acked_silenced(size_t acknowledged, size_t silenced) {
+  alerts_->Add({{"state", "acknowledged"}}).Set(static_cast<double>(acknowledged));
+  alerts_->Add({{"state", "silenced"}}).Set(static_cast<double>(silenced));
+}
+
+void Metrics::set_silences(size_t pending, size_t active, size_t expired) {
+  silences_->Add({{"state", "pending"}}).Set(static_cast<double>(pending));
+  silences_->Add({{"state", "active"}}).Set(static_cast<double>(active));
+  silences_->Add({{"state", "expired"}}).Set(static_cast<double>(expired));
+}
+
+void Metrics::set_blind(bool blind) { blind_->Set(blind ? 1 : 0); }
+
+void Metrics::escalated(const std::string& route) {
+  counter(escalations_total_, {{"route", route}})->Increment();
+}
+
+void Metrics::digest_sent(const std::string& route) {
+  counter(digests_total_, {{"route", route}})->Increment();
+}
+
+void Metrics::alertmanager_push(const std::string& receiver, const std::string& url, bool ok) {
+  counter(pushes_total_, {{"receiver", receiver}, {"url", url}, {"result", ok ? "ok" : "error"}})
+      ->Increment();
+}
+
+void Metrics::acknowledged(const std::string& channel) {
+  counter(acks_total_, {{"channel", channel}})->Increment();
 }
 
 void Metrics::notification_attempt(const std::string& receiver, const std::string& result,

@@ -106,6 +106,14 @@ class Metrics {
   void set_outbox(size_t pending, double oldest_age_seconds);
   void state_write_failed();
   void journal_write_failed();
+  // On-call layer.
+  void set_acked_silenced(size_t acknowledged, size_t silenced);
+  void set_silences(size_t pending, size_t active, size_t expired);
+  void set_blind(bool blind);
+  void escalated(const std::string& route);
+  void digest_sent(const std::string& route);
+  void alertmanager_push(const std::string& receiver, const std::string& url, bool ok);
+  void acknowledged(const std::string& channel);
 
  private:
   std::string render_checks() const;
@@ -134,6 +142,12 @@ class Metrics {
   prometheus::Gauge* outbox_oldest_;
   prometheus::Counter* state_write_errors_;
   prometheus::Counter* journal_errors_;
+  prometheus::Family<prometheus::Gauge>* silences_;
+  prometheus::Gauge* blind_;
+  prometheus::Family<prometheus::Counter>* escalations_total_;
+  prometheus::Family<prometheus::Counter>* digests_total_;
+  prometheus::Family<prometheus::Counter>* pushes_total_;
+  prometheus::Family<prometheus::Counter>* acks_total_;
   std::shared_ptr<class ProcessCollector> process_;
 };
 

@@ -1,6 +1,9 @@
 #include "alerts/router.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <set>
 
 namespace wacht::alerts {
 namespace {
@@ -29,13 +32,14 @@ TEST(Router, FirstMatchingRouteWinsByTenantSeverityAndLabels) {
   RouteConfig site = route({}, {"check"});
   site.match = {{"site", "parchim"}};
   Router r({crit, route({"lup"}, {"check"}), site, route({"schwerin"}, {"check"})});
-  EXPECT_EQ(r.match(alert("a", "lup")), 0);
-  EXPECT_EQ(r.match(alert("a", "lup", "warning")), 1);
+  using V = std::vector<int>;
+  EXPECT_EQ(r.match(alert("a", "lup"), {}), V{0});
+  EXPECT_EQ(r.match(alert("a", "lup", "warning"), {}), V{1});
   Labels l = alert("a", "other");
   l["site"] = "parchim";
-  EXPECT_EQ(r.match(l), 2);
-  EXPECT_EQ(r.match(alert("a", "schwerin")), 3);
-  EXPECT_EQ(r.match(alert("a", "nobody")), -1);
+  EXPECT_EQ(r.match(l, {}), V{2});
+  EXPECT_EQ(r.match(alert("a", "schwerin"), {}), V{3});
+  EXPECT_EQ(r.match(alert("a", "nobody"), {}), V{});
 }
 
 TEST(Router, ABurstInOneGroupBecomesOneNotificationAfterGroupWait) {
@@ -120,6 +124,220 @@ TEST(Router, SavedGroupsContinueAfterARestart) {
   ASSERT_EQ(f.size(), 1u);
   EXPECT_EQ(f[0].resolved, std::vector<std::string>{"a"});
   EXPECT_EQ(f[0].thread, first[0].thread);
+}
+
+// A tree as the config flattens it: lup (0) with children critical (1) and
+// site=hagenow (2, continue), then a catch-all (3).
+std::vector<RouteConfig> tree() {
+  RouteConfig lup = route({"lup"}, {"check"});
+  lup.children = {1, 2};
+  RouteConfig crit = route({"lup"}, {"check"});
+  crit.severities = {"critical"};
+  crit.parent = 0;
+  crit.continue_matching = true;
+  crit.receivers = {"oncall"};
+  RouteConfig site = route({"lup"}, {"check"});
+  site.match = {{"site", "hagenow"}};
+  site.parent = 0;
+  site.receivers = {"hagenow"};
+  return {lup, crit, site, route({}, {"check"})};
+}
+
+TEST(Router, TreeChildrenTakeAlertsAndContinueLetsSiblingsSeeThemToo) {
+  Router r(tree());
+  using V = std::vector<int>;
+  Labels l = alert("a", "lup");
+  l["site"] = "hagenow";
+  EXPECT_EQ(r.match(l, {}), (V{1, 2})) << "critical continues to the site route";
+  EXPECT_EQ(r.match(alert("a", "lup"), {}), V{1});
+  EXPECT_EQ(r.match(alert("a", "lup", "warning"), {}), V{0}) << "no child: the parent keeps it";
+  EXPECT_EQ(r.match(alert("a", "schwerin"), {}), V{3});
+}
+
+TEST(Router, AnAlertTakenByTwoRoutesGoesToBothReceivers) {
+  Router r(tree());
+  TimePoint t{};
+  Labels l = alert("a", "lup");
+  l["site"] = "hagenow";
+  r.firing("a", l, t);
+  auto f = r.due(t + 30s);
+  ASSERT_EQ(f.size(), 2u);
+  EXPECT_EQ(f[0].receivers, std::vector<std::string>{"oncall"});
+  EXPECT_EQ(f[1].receivers, std::vector<std::string>{"hagenow"});
+  r.resolved("a", t + 1min);
+  EXPECT_EQ(r.due(t + 10min).size(), 2u) << "both threads get the resolved notice";
+  EXPECT_EQ(r.groups(), 0u);
+}
+
+TEST(Router, TimePeriodsPickTheRouteWhenTheAlertFires) {
+  TimePoint t{};
+  RouteConfig day = route({}, {"check"});
+  day.receivers = {"team"};
+  day.active = [t](TimePoint now) { return now < t + 8h; };
+  RouteConfig night = route({}, {"check"});
+  night.receivers = {"oncall"};
+  Router r({day, night});
+  using V = std::vector<int>;
+  EXPECT_EQ(r.match(alert("a", "lup"), t + 1h), V{0});
+  EXPECT_EQ(r.match(alert("a", "lup"), t + 9h), V{1});
+  EXPECT_EQ(r.match(alert("a", "lup"), std::nullopt), V{0}) << "any time: time periods ignored";
+}
+
+TEST(Router, ASilencedAlertIsHeldBackAndAnnouncedWhenTheSilenceEnds) {
+  Router r({route({}, {"tenant"})});
+  TimePoint t{};
+  bool silenced = true;
+  auto mute = [&](const std::string&) { return Router::Mute{silenced, false}; };
+  r.firing("a", alert("a", "lup"), t);
+  EXPECT_TRUE(r.due(t + 30s, mute).empty());
+  EXPECT_TRUE(r.due(t + 5h, mute).empty()) << "no repeat either";
+  silenced = false;
+  r.wake(t + 5h);
+  auto f = r.due(t + 5h, mute);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].firing, std::vector<std::string>{"a"});
+}
+
+TEST(Router, ASilencedAlertThatResolvesBeforeAnnouncementSendsNothing) {
+  Router r({route({}, {"tenant"})});
+  TimePoint t{};
+  auto mute = [](const std::string&) { return Router::Mute{true, false}; };
+  r.firing("a", alert("a", "lup"), t);
+  EXPECT_TRUE(r.due(t + 30s, mute).empty());
+  r.resolved("a", t + 1min);
+  EXPECT_TRUE(r.due(t + 1h, mute).empty());
+  EXPECT_EQ(r.groups(), 0u);
+}
+
+TEST(Router, AnAnnouncedAlertSilencedLaterStillGetsItsResolvedNotice) {
+  Router r({route({}, {"tenant"})});
+  TimePoint t{};
+  bool silenced = false;
+  auto mute = [&](const std::string&) { return Router::Mute{silenced, false}; };
+  r.firing("a", alert("a", "lup"), t);
+  ASSERT_EQ(r.due(t + 30s, mute).size(), 1u);
+  silenced = true;
+  EXPECT_TRUE(r.due(t + 30s + 4h, mute).empty()) << "silence stops repeats";
+  r.resolved("a", t + 5h);
+  auto f = r.due(t + 6h, mute);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].resolved, std::vector<std::string>{"a"});
+}
+
+TEST(Router, AnAcknowledgementStopsRepeatsButNotNews) {
+  Router r({route({}, {"tenant"})});
+  TimePoint t{};
+  std::set<std::string> acked;
+  auto mute = [&](const std::string& id) { return Router::Mute{false, acked.contains(id)}; };
+  r.firing("a", alert("a", "lup"), t);
+  ASSERT_EQ(r.due(t + 30s, mute).size(), 1u);
+  acked.insert("a");
+  EXPECT_TRUE(r.due(t + 30s + 4h, mute).empty()) << "acknowledged: no repeat";
+  r.firing("b", alert("b", "lup"), t + 5h);
+  auto f = r.due(t + 6h, mute);
+  ASSERT_EQ(f.size(), 1u) << "a new alert in the group is news";
+  EXPECT_EQ(f[0].firing, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(r.due(t + 6h + 4h, mute).size(), 1u) << "b is not acknowledged: repeats";
+}
+
+RouteConfig escalating() {
+  RouteConfig rc = route({}, {"tenant"});
+  rc.receivers = {"oncall"};
+  rc.escalation = {{15min, {"lead"}}, {45min, {"head"}}};
+  return rc;
+}
+
+TEST(Router, AnUnacknowledgedAlertClimbsTheEscalationChainOnTime) {
+  Router r({escalating()});
+  TimePoint t{};
+  r.firing("a", alert("a", "lup"), t);
+  auto first = r.due(t + 30s);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(*r.next_due(), t + 30s + 15min);
+  EXPECT_TRUE(r.due(t + 30s + 15min - 1ms).empty()) << "not before the delay";
+  auto f = r.due(t + 30s + 15min);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].level, 1);
+  EXPECT_EQ(f[0].receivers, std::vector<std::string>{"lead"});
+  EXPECT_EQ(f[0].thread, first[0].thread);
+  f = r.due(t + 30s + 45min);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].level, 2);
+  EXPECT_EQ(f[0].receivers, std::vector<std::string>{"head"});
+  r.resolved("a", t + 1h);
+  f = r.due(t + 1h + 5min);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].receivers, (std::vector<std::string>{"oncall", "lead", "head"}))
+      << "everyone who was paged hears it is over";
+}
+
+TEST(Router, AnAcknowledgementStopsTheEscalationChain) {
+  Router r({escalating()});
+  TimePoint t{};
+  bool acked = false;
+  auto mute = [&](const std::string&) { return Router::Mute{false, acked}; };
+  r.firing("a", alert("a", "lup"), t);
+  ASSERT_EQ(r.due(t + 30s, mute).size(), 1u);
+  acked = true;
+  EXPECT_TRUE(r.due(t + 30s + 15min, mute).empty());
+  EXPECT_TRUE(r.due(t + 30s + 45min, mute).empty());
+  EXPECT_GT(*r.next_due(), t + 4h) << "only the repeat timer remains, and it is muted";
+}
+
+TEST(Router, AResolveBeforeTheDelayStopsTheEscalationChain) {
+  Router r({escalating()});
+  TimePoint t{};
+  r.firing("a", alert("a", "lup"), t);
+  ASSERT_EQ(r.due(t + 30s).size(), 1u);
+  r.resolved("a", t + 10min);
+  auto f = r.due(t + 10min);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].receivers, std::vector<std::string>{"oncall"});
+  EXPECT_TRUE(r.due(t + 2h).empty());
+  EXPECT_FALSE(r.next_due().has_value());
+}
+
+TEST(Router, AStormBeyondTheLimitBecomesOneDigestPerMinute) {
+  RouteConfig rc = route({}, {"check"});
+  rc.storm_limit = 5;
+  Router r({rc});
+  TimePoint t{};
+  for (int i = 0; i < 40; ++i) {
+    std::string id = fmt::format("c{:02}", i);
+    r.firing(id, alert(id, "lup"), t);
+  }
+  auto f = r.due(t + 30s);
+  ASSERT_EQ(f.size(), 6u) << "5 single messages and one digest";
+  EXPECT_TRUE(f[5].digest);
+  EXPECT_EQ(f[5].firing.size(), 35u);
+  for (int i = 0; i < 20; ++i) {
+    std::string id = fmt::format("d{:02}", i);
+    r.firing(id, alert(id, "lup"), t + 40s);
+  }
+  EXPECT_TRUE(r.due(t + 70s).empty()) << "the next digest waits a minute";
+  f = r.due(t + 90s);
+  ASSERT_EQ(f.size(), 6u) << "a new minute: 5 single messages again, the rest in a digest";
+  EXPECT_TRUE(f[5].digest);
+  EXPECT_EQ(f[5].firing.size(), 15u);
+  // The recovery of all 60 is a storm too.
+  for (int i = 0; i < 40; ++i) r.resolved(fmt::format("c{:02}", i), t + 1h);
+  for (int i = 0; i < 20; ++i) r.resolved(fmt::format("d{:02}", i), t + 1h);
+  f = r.due(t + 1h + 5min);
+  ASSERT_EQ(f.size(), 6u);
+  EXPECT_EQ(f[5].resolved.size(), 55u);
+}
+
+TEST(Router, EscalationAndSilenceSurviveARestart) {
+  Router r({escalating()});
+  TimePoint t{};
+  r.firing("a", alert("a", "lup"), t);
+  ASSERT_EQ(r.due(t + 30s).size(), 1u);
+  ASSERT_EQ(r.due(t + 30s + 15min).size(), 1u);
+  Router again({escalating()});
+  again.restore(r.save());
+  auto f = again.due(t + 30s + 45min);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].level, 2);
 }
 
 }  // namespace
