@@ -83,7 +83,8 @@ int App::run() {
   if (started) {
     spdlog::info("wachtd {} started: {} checks, metrics on http://{}:{}/metrics", kVersion,
                  config_->checks.size(), config_->daemon.listen_host, http_->port());
-    sd_notifyf(0, "READY=1\nSTATUS=%zu checks", config_->checks.size());
+    status_ = fmt::format("{} checks", config_->checks.size());
+    sd_notifyf(0, "READY=1\nSTATUS=%s", status_.c_str());
     uv_run(&loop, UV_RUN_DEFAULT);
   } else {
     shutdown();
@@ -186,6 +187,14 @@ bool App::start(std::shared_ptr<const config::Config> cfg) {
   }
   housekeeping_ = std::make_unique<runtime::Timer>(loop_, [this] { housekeeping(); });
   housekeeping_->start(1000, 1000);
+  // WatchdogSec: pinged from a loop timer, so a stuck loop misses the pings
+  // and systemd restarts wachtd.
+  uint64_t watchdog_usec = 0;
+  if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0) {
+    watchdog_ = std::make_unique<runtime::Timer>(loop_, [] { sd_notify(0, "WATCHDOG=1"); });
+    uint64_t every = std::max<uint64_t>(watchdog_usec / 2000, 1);
+    watchdog_->start(every, every);
+  }
 
   apply(cfg);
   auto snapshot = load_snapshot(cfg->daemon.state_dir, &error);
@@ -213,7 +222,7 @@ void App::apply(std::shared_ptr<const config::Config> cfg) {
     std::string error;
     if (auto file = exporters::load_tokens(cfg->api.tokens_file, &error)) {
       if (file->readable_by_others)
-        spdlog::warn("API tokens file {} is readable by other users; chmod 600 it",
+        spdlog::warn("API tokens file {} is readable by other users; chmod o-r it",
                      cfg->api.tokens_file);
       tokens = std::make_shared<const exporters::Tokens>(std::move(file->tokens));
     } else {
@@ -313,14 +322,14 @@ void App::finish_reload(config::LoadResult result) {
     if (!prepare_services(*result.config)) {
       spdlog::error("reload failed; keeping the running configuration");
       metrics_->config_loaded(false, unix_now());
-      sd_notifyf(0, "READY=1\nSTATUS=%zu checks", config_->checks.size());
+      sd_notifyf(0, "READY=1\nSTATUS=%s", status_.c_str());
       return;
     }
     apply(result.config);
     metrics_->config_loaded(true, unix_now());
     spdlog::info("reloaded: {} checks (was {})", config_->checks.size(), before);
   }
-  sd_notifyf(0, "READY=1\nSTATUS=%zu checks", config_->checks.size());
+  sd_notifyf(0, "READY=1\nSTATUS=%s", status_.c_str());
   if (reload_again_) {
     reload_again_ = false;
     begin_reload();
@@ -378,6 +387,13 @@ void App::housekeeping() {
   }
   metrics_->set_alerts(pending, firing, unreachable, flapping);
   metrics_->set_acked_silenced(acks_.size(), silenced);
+  std::string status =
+      fmt::format("{} checks, {} firing ({} acknowledged, {} silenced){}", checks_.size(), firing,
+                  acks_.size(), silenced, blind_ ? ", BLIND" : "");
+  if (status != status_) {
+    status_ = status;
+    sd_notifyf(0, "STATUS=%s", status_.c_str());
+  }
 }
 
 void App::save_state() {
@@ -400,6 +416,7 @@ void App::shutdown() {
   if (scheduler_) scheduler_->stop();
   scheduler_.reset();
   housekeeping_.reset();
+  watchdog_.reset();
   flush_timer_.reset();
   silence_timer_.reset();
   for (auto& [name, p] : pushers_) p->stop();

@@ -107,6 +107,8 @@ class App {
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<exporters::HttpServer> http_;
   std::unique_ptr<runtime::Timer> housekeeping_;
+  std::unique_ptr<runtime::Timer> watchdog_;
+  std::string status_;  // last STATUS= sent to systemd
   alerts::AlertEngine engine_;
   std::unique_ptr<alerts::Router> router_;
   std::unique_ptr<alerts::Outbox> outbox_;

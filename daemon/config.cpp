@@ -369,6 +369,25 @@ bool parse_listen(std::string_view s, std::string& host, uint16_t& port) {
   return true;
 }
 
+// A file named by `key`; relative paths are taken from the directory of the
+// file the key is written in, as includes are.
+std::optional<std::string> read_path(TableReader& r, std::string_view key) {
+  auto path = r.get_string(key);
+  if (!path || path->empty() || path->front() == '/') return path;
+  SourceLoc at = r.loc(key);
+  if (!at.file) return path;
+  return (std::filesystem::path(*at.file).parent_path() / *path).lexically_normal().string();
+}
+
+std::optional<std::string> read_secret_file(TableReader& r, std::string_view key) {
+  auto path = read_path(r, key);
+  if (!path) return std::nullopt;
+  std::string reason;
+  auto secret = runtime::read_secret_file(*path, &reason);
+  if (!secret) r.error(key, fmt::format("cannot read {} '{}': {}", key, *path, reason));
+  return secret;
+}
+
 // A parsed file kept alive for the whole load: readers point into its nodes.
 struct ParsedFile {
   std::string path;
@@ -433,7 +452,7 @@ class Loader {
   std::vector<const toml::table*> maintenance_;
   const toml::table* guard_ = nullptr;
   std::map<std::string, std::shared_ptr<const runtime::TimeZone>> zones_;
-  std::map<std::string, SourceLoc> escalation_locs_;
+  std::map<std::string, std::vector<SourceLoc>> escalation_level_locs_;
   int top_routes_ = 0;
 };
 
@@ -573,7 +592,7 @@ void Loader::read_api(const toml::table& t) {
   r.declare(kApiKeys);
   r.add_layer(t);
   ApiConfig& a = config_->api;
-  if (auto v = r.get_string("tokens_file")) {
+  if (auto v = read_path(r, "tokens_file")) {
     a.tokens_file = *v;
     a.tokens_loc = r.loc("tokens_file");
     std::string error;
@@ -610,7 +629,7 @@ void Loader::read_guard() {
     std::set<std::string> ids;
     for (const auto& c : config_->checks) ids.insert(c.id);
     for (const auto& id : *v)
-      if (!ids.contains(id)) r.error("checks", fmt::format("[guard]: unknown check '{}'", id));
+      if (!ids.contains(id)) r.error("checks", fmt::format("unknown check '{}'", id));
     g.checks = *v;
   }
   if (auto v = r.get_int("blind_percent", 0, 100)) g.blind_percent = static_cast<int>(*v);
@@ -621,7 +640,7 @@ void Loader::read_guard() {
   }
   if (g.receivers.empty() && (!g.checks.empty() || g.blind_percent > 0))
     r.error(r.has("receivers") ? "receivers" : "checks",
-            "[guard] needs 'receivers' for its \"monitoring blind\" message");
+            "needs 'receivers' for its \"monitoring blind\" message");
   r.finish();
 }
 
@@ -1004,15 +1023,6 @@ void Loader::read_alerting(const toml::table& t) {
   r.finish();
 }
 
-std::optional<std::string> read_secret_file(TableReader& r, std::string_view key) {
-  auto path = r.get_string(key);
-  if (!path) return std::nullopt;
-  std::string reason;
-  auto secret = runtime::read_secret_file(*path, &reason);
-  if (!secret) r.error(key, fmt::format("cannot read {} '{}': {}", key, *path, reason));
-  return secret;
-}
-
 void Loader::read_smtp(const toml::table& t) {
   smtp_ = &t;
   TableReader r(diag_, "[smtp]", runtime::to_loc(t.source()));
@@ -1290,8 +1300,7 @@ void Loader::read_oncall() {
     r.add_layer(*entry.first);
     alerts::Person p{id, r.get_string("name").value_or(id), r.get_string("email").value_or("")};
     if (p.email.find('@') == std::string::npos)
-      r.error(r.has("email") ? "email" : "name",
-              fmt::format("person '{}' needs an 'email' address", id));
+      r.error(r.has("email") ? "email" : "name", "needs an 'email' address");
     r.finish();
     oc.people[id] = std::move(p);
   }
@@ -1414,7 +1423,6 @@ void Loader::read_oncall() {
 
   for (const auto& [name, entry] : named_["escalations"]) {
     const toml::table& t = *entry.first;
-    escalation_locs_[name] = entry.second;
     TableReader r(diag_, fmt::format("escalation '{}'", name), runtime::to_loc(t.source()));
     r.declare(kEscalationKeys);
     r.add_layer(t);
@@ -1439,6 +1447,7 @@ void Loader::read_oncall() {
       if (!levels.empty() && level.after <= levels.back().after)
         l.error("after", "'after' must grow from level to level");
       level.receivers = l.get_string_array("receivers").value_or(std::vector<std::string>{});
+      escalation_level_locs_[name].push_back(l.loc("receivers"));
       if (level.receivers.empty()) diag_.error(l.loc("receivers"), "a level needs 'receivers'");
       l.finish();
       levels.push_back(std::move(level));
@@ -1498,12 +1507,14 @@ void Loader::read_maintenance() {
         else
           r.error("windows", fmt::format("windows: {}", error));
       }
-      if (p->weekly.empty()) r.error("windows", "'windows' needs at least one window");
+      if (windows->empty()) r.error("windows", "'windows' needs at least one window");
       m.windows = p;
     }
     if (auto v = r.get_string("time_period")) {
       if (r.has("windows")) r.error("time_period", "give 'windows' or 'time_period', not both");
-      m.windows = find_time_period(*v, r.loc("time_period"), "maintenance '" + m.name + "'");
+      m.windows =
+          find_time_period(*v, r.loc("time_period"),
+                           m.name.empty() ? "[[maintenance]]" : "maintenance '" + m.name + "'");
     }
     r.finish();
     config_->maintenance.push_back(std::move(m));
@@ -1570,8 +1581,9 @@ void Loader::check_routes() {
     }
   }
   for (const auto& [name, levels] : config_->oncall.escalations)
-    for (const auto& level : levels)
-      check_receiver_names(level.receivers, escalation_locs_[name], "escalation '" + name + "'");
+    for (size_t i = 0; i < levels.size(); ++i)
+      check_receiver_names(levels[i].receivers, escalation_level_locs_[name][i],
+                           fmt::format("level {} of escalation '{}'", i + 1, name));
   check_receiver_names(config_->guard.receivers, config_->guard.loc, "[guard]");
   for (const auto& r : config_->receivers) {
     if (!r.rotation.empty() && !config_->oncall.rotations.contains(r.rotation))

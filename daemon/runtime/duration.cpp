@@ -38,11 +38,13 @@ std::optional<Millis> parse_duration(std::string_view text, std::string* error) 
       factor = 3600e3;
     else if (unit == "d")
       factor = 86400e3;
+    else if (unit == "w")
+      factor = 7 * 86400e3;
     else if (unit.empty())
       return fail("missing unit after '" + std::string(text.substr(start, i - start)) +
-                  "' (use ms, s, m, h or d)");
+                  "' (use ms, s, m, h, d or w)");
     else
-      return fail("unknown unit '" + std::string(unit) + "' (use ms, s, m, h or d)");
+      return fail("unknown unit '" + std::string(unit) + "' (use ms, s, m, h, d or w)");
     total_ms += value * factor;
     if (total_ms > 1e15) return fail("duration too large");
   }

@@ -221,6 +221,139 @@ target = "127.0.0.1:80"
   EXPECT_NE(find(*r1.config, "b")->fingerprint, find(*r3.config, "b")->fingerprint);
 }
 
+TEST_F(ConfigTest, RouteTreeFlattensInOrderAndChildrenInheritSettings) {
+  auto r = load_text(R"(
+[tenants.lup]
+[receivers.team]
+type = "log"
+[receivers.oncall]
+type = "log"
+[escalations.lup]
+[[escalations.lup.level]]
+after = "15m"
+receivers = ["team"]
+
+[[route]]
+tenants = ["lup"]
+receivers = ["team"]
+group_wait = "10s"
+escalation = "lup"
+storm_limit = 20
+
+  [[route.routes]]
+  severities = ["critical"]
+  receivers = ["oncall"]
+  continue = true
+
+    [[route.routes.routes]]
+    match = { site = "hagenow" }
+    escalation = ""
+
+  [[route.routes]]
+  match = { site = "hagenow" }
+  group_wait = "1m"
+
+[[route]]
+receivers = ["team"]
+)");
+  ASSERT_NE(r.config, nullptr) << r.diagnostics.render();
+  const auto& routes = r.config->routes;
+  ASSERT_EQ(routes.size(), 5u);
+  EXPECT_EQ(routes[0].name, "route 1");
+  EXPECT_EQ(routes[1].name, "route 1.1");
+  EXPECT_EQ(routes[2].name, "route 1.1.1");
+  EXPECT_EQ(routes[3].name, "route 1.2");
+  EXPECT_EQ(routes[4].name, "route 2");
+  EXPECT_EQ(routes[0].children, (std::vector<int>{1, 3}));
+  EXPECT_EQ(routes[2].parent, 1);
+  EXPECT_TRUE(routes[1].continue_matching);
+  // Inherited: receivers, group_wait, escalation, storm_limit; matching criteria are not.
+  EXPECT_EQ(routes[2].receivers, std::vector<std::string>{"oncall"});
+  EXPECT_EQ(routes[2].group_wait, std::chrono::seconds(10));
+  EXPECT_TRUE(routes[2].severities.empty());
+  EXPECT_TRUE(routes[2].escalation.empty()) << "escalation = \"\" turns the inherited one off";
+  EXPECT_EQ(routes[1].escalation.size(), 1u);
+  EXPECT_EQ(routes[3].group_wait, std::chrono::minutes(1));
+  EXPECT_EQ(routes[3].receivers, std::vector<std::string>{"team"});
+  EXPECT_EQ(routes[3].storm_limit, 20);
+}
+
+TEST_F(ConfigTest, OnCallSectionsResolveRotationsPeriodsAndMaintenance) {
+  auto r = load_text(R"(
+[tenants.lup]
+[smtp]
+smarthost = "127.0.0.1:25"
+from = "wacht@example.org"
+tls = "none"
+[receivers.oncall]
+type = "email"
+rotation = "lup"
+[receivers.am]
+type = "alertmanager"
+urls = ["http://127.0.0.1:9093"]
+[people.anna]
+name = "Anna Schmidt"
+email = "anna@lup.example.org"
+[people.bernd]
+email = "bernd@lup.example.org"
+[rotations.lup]
+timezone = "Europe/Berlin"
+people = ["anna", "bernd"]
+start = "2026-01-05T09:00"
+[[rotations.lup.override]]
+person = "anna"
+from = "2026-12-24T09:00"
+until = "2026-12-27T09:00"
+comment = "swap"
+[time_periods.business_hours]
+timezone = "Europe/Berlin"
+days = ["mon-fri"]
+times = ["07:00-16:00"]
+exclude_dates = ["2026-12-24"]
+[[maintenance]]
+name = "patchnight"
+matchers = ['tenant="lup"']
+windows = ["Sun 02:00-04:00"]
+timezone = "Europe/Berlin"
+[[maintenance]]
+name = "switch"
+matchers = ['site=~"rathaus|stadthaus"']
+from = "2026-12-01T20:00"
+until = "2026-12-01T23:00"
+timezone = "Europe/Berlin"
+[[route]]
+receivers = ["oncall", "am"]
+active_during = ["business_hours"]
+)");
+  ASSERT_NE(r.config, nullptr) << r.diagnostics.render();
+  const auto& oc = r.config->oncall;
+  EXPECT_EQ(oc.people.at("bernd").name, "bernd") << "the name defaults to the id";
+  // 2026-12-14 (Mon) 09:00 CET is week 49 since 5 January: bernd (odd weeks).
+  auto shift = oc.rotations.at("lup")->at(1'797'235'200);
+  ASSERT_TRUE(shift);
+  EXPECT_EQ(shift->person, "bernd");
+  // 2026-12-25 12:00 CET: the override.
+  EXPECT_EQ(oc.rotations.at("lup")->at(1'798'196'400)->person, "anna");
+  // Route time condition: Tuesday 2026-12-01 10:00 CET is business hours, 17:00 is not.
+  const auto& route = r.config->routes.at(0);
+  ASSERT_TRUE(route.active);
+  EXPECT_TRUE(route.active(alerts::TimePoint(std::chrono::seconds(1'796'115'600))));
+  EXPECT_FALSE(route.active(alerts::TimePoint(std::chrono::seconds(1'796'140'800))));
+  ASSERT_EQ(r.config->maintenance.size(), 2u);
+  const auto& night = r.config->maintenance[0];
+  ASSERT_TRUE(night.windows);
+  EXPECT_TRUE(night.windows->active(1'795'917'600)) << "Sun 2026-11-29 03:00 CET";
+  const auto& once = r.config->maintenance[1];
+  EXPECT_EQ(once.from_ms, 1'796'151'600'000) << "20:00 CET is 19:00 UTC";
+  EXPECT_EQ(once.until_ms - once.from_ms, 3 * 3600 * 1000);
+  for (const auto& rc : r.config->receivers) {
+    if (rc.name == "am")
+      EXPECT_EQ(rc.urls, std::vector<std::string>{"http://127.0.0.1:9093"});
+    else
+      EXPECT_EQ(rc.rotation, "lup");
+  }
+}
+
 TEST_F(ConfigTest, MissingFileIsAnError) {
   auto r = load(dir_ + "/nope.toml");
   EXPECT_EQ(r.config, nullptr);

@@ -13,7 +13,7 @@ TEST(Duration, ParsesWhatAdminsWrite) {
     Millis want;
   } cases[] = {
       {"30s", 30s},     {"5m", 5min}, {"1h", 1h},  {"250ms", 250ms},  {"1m30s", 90s},
-      {"1.5s", 1500ms}, {"2d", 48h},  {"0s", 0ms}, {"1h0m1s", 3601s},
+      {"1.5s", 1500ms}, {"2d", 48h},  {"0s", 0ms}, {"1h0m1s", 3601s}, {"1w", 168h},
   };
   for (const auto& c : cases) {
     std::string err;
@@ -29,9 +29,9 @@ TEST(Duration, RejectsWithAReason) {
     const char* why;
   } cases[] = {
       {"", "empty duration"},
-      {"30", "missing unit after '30' (use ms, s, m, h or d)"},
-      {"30 s", "missing unit after '30' (use ms, s, m, h or d)"},
-      {"30sec", "unknown unit 'sec' (use ms, s, m, h or d)"},
+      {"30", "missing unit after '30' (use ms, s, m, h, d or w)"},
+      {"30 s", "missing unit after '30' (use ms, s, m, h, d or w)"},
+      {"30sec", "unknown unit 'sec' (use ms, s, m, h, d or w)"},
       {"-5s", "expected a number at '-5s'"},
       {"s", "expected a number at 's'"},
       {"1.5ms", "durations are limited to whole milliseconds"},
