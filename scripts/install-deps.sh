@@ -2,6 +2,8 @@
 # Installs every Debian 12 package wacht needs to build, run and test.
 # Idempotent: apt runs only when something is missing.
 set -eu
+# The last line is for scripts/ops-checks.sh: dpkg-shlibdeps for the .deb,
+# systemd-analyze, man and groff/mandoc for the man pages, YAML for the rules.
 PACKAGES="
   build-essential cmake ninja-build pkg-config git
   libuv1-dev libcurl4-openssl-dev libssl-dev libc-ares-dev libsystemd-dev libpcre2-dev
@@ -9,6 +11,7 @@ PACKAGES="
   libgtest-dev libgmock-dev clang-format
   python3 python3-aiosmtpd python3-dnslib openssl curl prometheus
   monitoring-plugins-basic monitoring-plugins-standard iproute2 nftables
+  dpkg-dev systemd man-db groff-base mandoc python3-yaml
 "
 missing=""
 for p in $PACKAGES; do
