@@ -125,6 +125,10 @@ bool App::start(std::shared_ptr<const config::Config> cfg) {
     spdlog::info("outbox: {} notification(s) pending from before the restart", outbox_->pending());
   flush_timer_ = std::make_unique<runtime::Timer>(loop_, [this] { flush_groups(); });
   silence_timer_ = std::make_unique<runtime::Timer>(loop_, [this] { silences_changed(); });
+  guard_release_ = std::make_unique<runtime::Timer>(loop_, [this] {
+    router_->wake(alerts::Clock::now());
+    arm_flush();
+  });
   silences_path_ = cfg->daemon.state_dir + "/silences.json";
   if (!silences_.load(silences_path_, &error)) {
     // Starting without them would page people about maintenance they announced.
@@ -204,8 +208,12 @@ bool App::start(std::shared_ptr<const config::Config> cfg) {
     engine_.restore(snapshot->checks);
     router_->restore(snapshot->groups);
     for (const auto& [id, ack] : snapshot->acks) {
+      // Only an acknowledgement of the problem that is still on holds.
       auto v = engine_.view(id);
-      if (v && v->firing) acks_[id] = ack;
+      if (v && v->firing &&
+          std::chrono::duration_cast<std::chrono::milliseconds>(v->since.time_since_epoch())
+                  .count() == ack.since_ms)
+        acks_[id] = ack;
     }
     arm_flush();
   }
@@ -419,6 +427,7 @@ void App::shutdown() {
   watchdog_.reset();
   flush_timer_.reset();
   silence_timer_.reset();
+  guard_release_.reset();
   for (auto& [name, p] : pushers_) p->stop();
   pushers_.clear();
   if (config_ && router_) save_state();

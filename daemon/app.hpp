@@ -124,6 +124,7 @@ class App {
   // The connectivity guard: checks whose latest result failed.
   std::set<std::string> failing_;
   bool blind_ = false;
+  std::unique_ptr<runtime::Timer> guard_release_;  // releases held alerts after blindness
   uint64_t blind_episodes_ = 0;
   std::vector<config::ReceiverConfig> receivers_;
   bool state_dirty_ = false;

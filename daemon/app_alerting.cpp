@@ -373,12 +373,19 @@ void App::set_blind(bool blind, const std::string& reason) {
     enqueue(*r, thread, blind ? 0 : 1, blind ? "blind" : "blind_resolved", {},
             alerts::render_blind(blind, reason, held, r->templates));
   }
-  if (!blind) {
-    // Still failing checks are confirmed afresh before anything is sent.
-    for (const auto& id : failing_) scheduler_->run_now(id);
-    router_->wake(alerts::Clock::now());
-    arm_flush();
+  if (blind) {
+    guard_release_->stop();
+    return;
   }
+  // Failing checks are run again at once, and held alerts are released only
+  // once those results can have arrived: what recovered with the vantage
+  // point then resolves silently instead of being announced late.
+  config::Millis hold{1000};
+  for (const auto& c : config_->checks)
+    hold = std::max(hold, c.timeout + c.state.retry_interval * (c.state.recover_after - 1));
+  hold = std::min<config::Millis>(hold + std::chrono::seconds(1), std::chrono::minutes(5));
+  for (const auto& id : failing_) scheduler_->run_now(id);
+  guard_release_->start(static_cast<uint64_t>(hold.count()));
 }
 
 void App::enqueue(const config::ReceiverConfig& receiver, const std::string& thread,
