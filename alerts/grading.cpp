@@ -38,16 +38,33 @@ Grade grade(const probes::ProbeResult& result, const Thresholds& t, double now_u
   if (!result.success && g.state == State::kOk) g.state = State::kCritical;
   if (!result.success) return g;  // a failed run has no meaningful latency or certificate
 
-  auto ms =
-      std::chrono::milliseconds(static_cast<int64_t>(std::llround(result.duration_seconds * 1000)));
+  // ICMP rounds report their own loss and round-trip statistics.
+  std::optional<double> loss, median_rtt;
+  for (const auto& s : result.samples) {
+    if (s.def->name == "wacht_icmp_packet_loss_ratio") loss = s.value;
+    if (s.def->name == "wacht_icmp_rtt_seconds" && s.label_value == "median") median_rtt = s.value;
+  }
+  double seconds = median_rtt.value_or(result.duration_seconds);
+  const char* what = median_rtt ? "round-trip time" : "took";
+  auto ms = std::chrono::milliseconds(static_cast<int64_t>(std::llround(seconds * 1000)));
   if (t.latency_critical && ms >= *t.latency_critical) {
     worsen(g, State::kCritical,
-           fmt::format("took {} (critical at {})", runtime::format_duration(ms),
+           fmt::format("{} {} (critical at {})", what, runtime::format_duration(ms),
                        runtime::format_duration(*t.latency_critical)));
   } else if (t.latency_warning && ms >= *t.latency_warning) {
     worsen(g, State::kWarning,
-           fmt::format("took {} (warning at {})", runtime::format_duration(ms),
+           fmt::format("{} {} (warning at {})", what, runtime::format_duration(ms),
                        runtime::format_duration(*t.latency_warning)));
+  }
+  if (loss) {
+    double percent = *loss * 100;
+    if (t.loss_critical_percent && percent >= *t.loss_critical_percent) {
+      worsen(g, State::kCritical,
+             fmt::format("{:.3g}% loss (critical at {}%)", percent, *t.loss_critical_percent));
+    } else if (t.loss_warning_percent && percent >= *t.loss_warning_percent) {
+      worsen(g, State::kWarning,
+             fmt::format("{:.3g}% loss (warning at {}%)", percent, *t.loss_warning_percent));
+    }
   }
 
   for (const auto& s : result.samples) {

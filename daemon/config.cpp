@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 #include <algorithm>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -87,9 +88,14 @@ constexpr KeySpec kSettingKeys[] = {
     {"flap_threshold_low", "integer", "25",
      "Share of state changes in percent below which flapping ends."},
     {"latency_warning", "duration", "",
-     "A successful run that takes this long or longer is WARNING."},
+     "A successful run that takes this long or longer is WARNING; for icmp, a median "
+     "round-trip time this long."},
     {"latency_critical", "duration", "",
-     "A successful run that takes this long or longer is CRITICAL."},
+     "A successful run that takes this long or longer is CRITICAL; for icmp, a median "
+     "round-trip time this long."},
+    {"loss_warning", "integer", "",
+     "icmp: WARNING when this share of a round's echo requests, in percent, gets no reply."},
+    {"loss_critical", "integer", "", "icmp: CRITICAL at this packet loss in percent."},
     {"cert_warning_days", "integer", "21",
      "WARNING when the soonest certificate expiry of a TLS check is fewer days away."},
     {"cert_critical_days", "integer", "7",
@@ -747,6 +753,7 @@ void Loader::read_templates(const toml::node& n) {
     }
     if (templates_.contains(name)) {
       diag_.error(runtime::key_loc(k), fmt::format("duplicate template '{}'", name));
+      diag_.note(runtime::to_loc(templates_[name]->source()), "first defined here");
       continue;
     }
     // Validated in the context of each check that uses it: its keys depend on the type.
@@ -992,6 +999,13 @@ void Loader::read_settings(TableReader& r, CheckConfig& c) {
   if (c.thresholds.latency_warning && c.thresholds.latency_critical &&
       *c.thresholds.latency_warning > *c.thresholds.latency_critical)
     r.error("latency_warning", "latency_warning must not be above latency_critical");
+  if (auto v = r.get_int("loss_warning", 1, 100))
+    c.thresholds.loss_warning_percent = static_cast<int>(*v);
+  if (auto v = r.get_int("loss_critical", 1, 100))
+    c.thresholds.loss_critical_percent = static_cast<int>(*v);
+  if (c.thresholds.loss_warning_percent && c.thresholds.loss_critical_percent &&
+      *c.thresholds.loss_warning_percent > *c.thresholds.loss_critical_percent)
+    r.error("loss_warning", "loss_warning must not be above loss_critical");
   if (auto v = r.get_int("cert_warning_days", 0, 3650))
     c.thresholds.cert_warning_days = static_cast<int>(*v);
   if (auto v = r.get_int("cert_critical_days", 0, 3650))
@@ -1497,6 +1511,9 @@ void Loader::read_maintenance() {
         r.error("until", "'until' must be after 'from'");
       m.from_ms = from.value_or(0) * 1000;
       m.until_ms = until.value_or(0) * 1000;
+      if (until && *until < std::time(nullptr))
+        diag_.warning(r.loc("until"),
+                      fmt::format("maintenance '{}' is over; it silences nothing", m.name));
     }
     if (auto windows = r.get_string_array("windows")) {
       auto p = std::make_shared<alerts::TimePeriod>();
@@ -1597,6 +1614,19 @@ void Loader::check_routes() {
         [](const ReceiverConfig& r) { return r.type == ReceiverConfig::Type::kEmail; });
     diag_.error(r.loc, fmt::format("receiver '{}' sends email: [smtp] needs 'smarthost' and 'from'",
                                    r.name));
+  }
+  // A route after a sibling that takes everything (and does not continue) is never tried.
+  for (size_t i = 0; i < config_->routes.size(); ++i) {
+    const auto& rc = config_->routes[i];
+    bool takes_all = rc.tenants.empty() && rc.severities.empty() && rc.match.empty() &&
+                     !rc.active && !rc.continue_matching;
+    if (!takes_all) continue;
+    for (size_t j = i + 1; j < config_->routes.size(); ++j) {
+      if (config_->routes[j].parent != rc.parent) continue;
+      diag_.warning(config_->routes[j].loc,
+                    fmt::format("{} is never tried: {} before it takes every alert",
+                                config_->routes[j].name, rc.name));
+    }
   }
   // A tenant whose alerts no route takes would page nobody: say so.
   alerts::Router router(config_->routes);

@@ -2,7 +2,6 @@
 #include <getopt.h>
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -61,16 +60,22 @@ int print_oncall(const std::string& path, const std::string& name,
     at = *ms / 1000;
   }
   const auto& cfg = *result.config;
-  bool tenant = std::any_of(cfg.tenants.begin(), cfg.tenants.end(),
-                            [&](const auto& t) { return t.id == name; });
-  std::string error;
-  auto report = wacht::oncall_report(cfg, tenant ? name : "", tenant ? "" : name, at, &error, days);
-  if (!report) {
+  // A name may be both a tenant and a rotation (tenant lup, rotation lup): show both.
+  bool any = false;
+  for (bool tenant : {true, false}) {
+    std::string error;
+    auto report =
+        wacht::oncall_report(cfg, tenant ? name : "", tenant ? "" : name, at, &error, days);
+    if (!report) continue;
+    if (any) std::fputs("\n", stdout);
+    std::fputs(wacht::oncall_text(cfg, *report).c_str(), stdout);
+    any = true;
+  }
+  if (!any) {
     std::fprintf(stderr, "wachtd: --oncall: '%s' is neither a tenant nor a rotation\n",
                  name.c_str());
     return wacht::kExitUsage;
   }
-  std::fputs(wacht::oncall_text(cfg, *report).c_str(), stdout);
   return wacht::kExitOk;
 }
 

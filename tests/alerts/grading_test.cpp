@@ -52,6 +52,43 @@ TEST(Grading, ThresholdsTurnResultsIntoStates) {
   }
 }
 
+// An ICMP round as the probe reports it: 5 echoes 200 ms apart.
+probes::ProbeResult round(double loss, double median_rtt) {
+  static const probes::MetricDef kLoss{"wacht_icmp_packet_loss_ratio", ""};
+  static const probes::MetricDef kRtt{"wacht_icmp_rtt_seconds", "", "stat"};
+  probes::ProbeResult r = ok(0.85);
+  r.summary = "replies";
+  r.add(kLoss, loss);
+  r.add(kRtt, median_rtt / 2, "min");
+  r.add(kRtt, median_rtt, "median");
+  return r;
+}
+
+TEST(Grading, IcmpRoundsAreJudgedByLossAndMedianRoundTripTime) {
+  Thresholds t;
+  t.latency_warning = 50ms;
+  t.latency_critical = 200ms;
+  t.loss_warning_percent = 20;
+  t.loss_critical_percent = 60;
+  struct {
+    probes::ProbeResult result;
+    State want;
+    const char* summary;
+  } cases[] = {
+      {round(0, 0.010), State::kOk, "replies"},
+      {round(0.2, 0.010), State::kWarning, "replies; 20% loss (warning at 20%)"},
+      {round(0.8, 0.010), State::kCritical, "replies; 80% loss (critical at 60%)"},
+      {round(0, 0.060), State::kWarning, "replies; round-trip time 60ms (warning at 50ms)"},
+      {round(0.4, 0.250), State::kCritical,
+       "replies; round-trip time 250ms (critical at 200ms); 40% loss (warning at 20%)"},
+  };
+  for (const auto& c : cases) {
+    Grade g = grade(c.result, t, kNow);
+    EXPECT_EQ(g.state, c.want) << c.summary;
+    EXPECT_EQ(g.summary, c.summary);
+  }
+}
+
 TEST(Grading, AFailedRunIsCriticalWhateverItsTimings) {
   probes::ProbeResult r;
   r.success = false;
