@@ -34,10 +34,11 @@ install(FILES README.md CHANGELOG.md docs/configuration.md docs/operations.md
 install(FILES ops/grafana/wacht-dashboard.json DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples/grafana)
 install(FILES ops/prometheus/prometheus.yml ops/prometheus/wacht-rules.yml
         DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples/prometheus)
-if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/etc/examples)
-  install(DIRECTORY etc/examples/ DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples/config
-          FILES_MATCHING PATTERN "*.toml" PATTERN "README*")
-endif()
+# The example configs with their (fake) secret files, which their relative
+# password_file/tokens_file/token_file name: without them the installed
+# examples would not pass --check-config.
+install(DIRECTORY etc/examples/ DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples/config
+        FILES_MATCHING PATTERN "*.toml" PATTERN "README*" REGEX "/secrets/[^/]+$")
 
 # The unit and the config are placed at install time, when the prefix (cmake
 # --install --prefix, CPack's /usr) is known:

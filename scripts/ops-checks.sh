@@ -27,8 +27,9 @@ awk "BEGIN { exit !($score <= 2.0) }" || {
 echo "ok: systemd-analyze verify clean, security exposure $score (<= 2.0)"
 
 echo "== shipped configs"
-# Main files only; files in conf.d/ are fragments, checked through their includes.
-for f in etc/*.toml etc/examples/*.toml; do
+# Main files only (etc/examples/<site>/wacht.toml for an example with its own
+# conf.d/); files in conf.d/ are fragments, checked through their includes.
+for f in etc/*.toml etc/examples/*.toml etc/examples/*/wacht.toml; do
   [ -e "$f" ] || continue
   "$WACHTD" --check-config --config "$f"
 done
