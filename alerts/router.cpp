@@ -316,10 +316,15 @@ std::vector<Router::Flush> Router::due(TimePoint now, const MuteFn& mute) {
         out.push_back(std::move(f));
         continue;
       }
+      // The overflow of a storm is collected for group_wait (a storm's alerts
+      // come due over a whole check interval), then sent as one digest.
       // Escalations are never held back: they join a digest at once.
-      if (f.level == 0 && now < storm->next_digest) {
-        groups_.at(key).next_flush = storm->next_digest;
-        continue;
+      if (f.level == 0) {
+        if (!storm->digest_at) storm->digest_at = std::max(now + r.group_wait, storm->quiet_until);
+        if (now < *storm->digest_at) {
+          groups_.at(key).next_flush = *storm->digest_at;
+          continue;
+        }
       }
       auto [d, created] = digests.try_emplace(f.level);
       Flush& digest = d->second;
@@ -335,7 +340,10 @@ std::vector<Router::Flush> Router::due(TimePoint now, const MuteFn& mute) {
     }
     for (auto& [level, digest] : digests) {
       storm->sent.push_back(now);
-      if (level == 0) storm->next_digest = now + kStormWindow;
+      if (level == 0) {
+        storm->digest_at.reset();
+        storm->quiet_until = now + kStormWindow;
+      }
       out.push_back(std::move(digest));
     }
   }

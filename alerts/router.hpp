@@ -148,7 +148,10 @@ class Router {
   };
   struct Storm {
     std::deque<TimePoint> sent;  // messages of the last minute
-    TimePoint next_digest{};
+    // A digest collecting the overflow is due then; after one, the next
+    // waits at least a minute.
+    std::optional<TimePoint> digest_at;
+    TimePoint quiet_until{};
   };
   bool matches(const RouteConfig& r, const Labels& labels, std::optional<TimePoint> now) const;
   bool match_node(int i, const Labels& labels, std::optional<TimePoint> now,

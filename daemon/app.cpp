@@ -381,23 +381,24 @@ void App::housekeeping() {
   // Counting alert states walks every check: every 5 s is fresh enough for a
   // gauge and keeps the loop free of a 10,000-check scan each second.
   if (++housekeeping_ticks_ % 5 != 0) return;
-  size_t pending = 0, firing = 0, unreachable = 0, flapping = 0, silenced = 0;
+  size_t pending = 0, firing = 0, unreachable = 0, flapping = 0, silenced = 0, acked = 0;
   for (const auto& id : engine_.ids()) {
     auto v = engine_.view(id);
     if (v->flapping) ++flapping;
     if (v->firing) {
       ++firing;
-      if (mute(id).silenced) ++silenced;
+      auto m = mute(id);
+      if (m.silenced) ++silenced;
+      if (m.acked) ++acked;
     } else if (v->hard_state != probes::State::kOk && v->unreachable)
       ++unreachable;
     else if (v->state != probes::State::kOk && v->type == alerts::StateType::kSoft)
       ++pending;
   }
   metrics_->set_alerts(pending, firing, unreachable, flapping);
-  metrics_->set_acked_silenced(acks_.size(), silenced);
+  metrics_->set_acked_silenced(acked, silenced);
   std::string status =
-      fmt::format("{} checks, {} firing ({} acknowledged, {} silenced){}", checks_.size(), firing,
-                  acks_.size(), silenced, blind_ ? ", BLIND" : "");
+      fmt::format("{} checks, {} firing ({} acknowledged, {} silenced){}", checks_.size(), firing, acked, silenced, blind_ ? ", BLIND" : "");
   if (status != status_) {
     status_ = status;
     sd_notifyf(0, "STATUS=%s", status_.c_str());

@@ -126,6 +126,7 @@ class App {
   bool blind_ = false;
   std::unique_ptr<runtime::Timer> guard_release_;  // releases held alerts after blindness
   uint64_t blind_episodes_ = 0;
+  std::string blind_thread_;  // of the current episode: the all-clear replies to its message
   std::vector<config::ReceiverConfig> receivers_;
   bool state_dirty_ = false;
   uint64_t flap_notices_ = 0;

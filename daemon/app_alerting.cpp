@@ -164,7 +164,8 @@ void App::handle_events(const alerts::AlertEngine::Effects& fx) {
         break;
       case alerts::AlertEvent::Kind::kResolved:
         spdlog::info("alert resolved: {}", e.id);
-        acks_.erase(e.id);
+        // The acknowledgement stays until the next problem, so the resolved
+        // message can still say who took care of it.
         router_->resolved(e.id, now);
         break;
       case alerts::AlertEvent::Kind::kFlappingStarted: notify_flapping(e.id, true); break;
@@ -366,11 +367,13 @@ void App::set_blind(bool blind, const std::string& reason) {
     auto v = engine_.view(id);
     if (v && v->hard_state != probes::State::kOk && !v->firing) ++held;
   }
-  std::string thread = fmt::format("blind.{}.{}", blind_episodes_, to_ms(alerts::Clock::now()));
+  // The all-clear belongs to the thread of the episode's first message.
+  if (blind || blind_thread_.empty())
+    blind_thread_ = fmt::format("blind.{}.{}", blind_episodes_, to_ms(alerts::Clock::now()));
   for (const auto& name : config_->guard.receivers) {
     const auto* r = find_receiver(name);
     if (!r || r->type == config::ReceiverConfig::Type::kAlertmanager) continue;
-    enqueue(*r, thread, blind ? 0 : 1, blind ? "blind" : "blind_resolved", {},
+    enqueue(*r, blind_thread_, blind ? 0 : 1, blind ? "blind" : "blind_resolved", {},
             alerts::render_blind(blind, reason, held, r->templates));
   }
   if (blind) {

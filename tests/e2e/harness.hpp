@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +42,41 @@ class Wachtd {
   int port_;
   std::unique_ptr<ChildProcess> proc_;
 };
+
+// One message the SMTP sink stored: headers (names in lower case, the subject
+// decoded from RFC 2047), the body (quoted-printable decoded) and when it
+// arrived (the stored file's mtime, seconds since the epoch).
+struct Mail {
+  std::map<std::string, std::string> headers;
+  std::string body;
+  double arrived = 0;
+  std::string header(const std::string& name) const {
+    auto it = headers.find(name);
+    return it == headers.end() ? "" : it->second;
+  }
+};
+
+// tests/support/smtp_sink.py on 127.0.0.1 (`port` 0: any free port), storing
+// into a temp dir; `extra` are its behaviour switches (see its header).
+class SmtpSink {
+ public:
+  explicit SmtpSink(int port = 0, std::vector<std::string> extra = {});
+  ~SmtpSink();
+  int port() const { return port_; }
+  // Every message stored so far, in arrival order.
+  std::vector<Mail> mails() const;
+  size_t count() const { return mails().size(); }
+  // Messages the sink answered at the end of DATA (stored or refused).
+  int attempts() const;
+
+ private:
+  std::string dir_;
+  int port_ = 0;
+  std::unique_ptr<ChildProcess> proc_;
+};
+
+// How many of `mails` have `subject_part` in their subject.
+size_t count_if(const std::vector<Mail>& mails, const std::string& subject_part);
 
 // Polls `done` every 20 ms until it is true or `limit` passes.
 bool eventually(const std::function<bool()>& done,
