@@ -12,6 +12,7 @@ PACKAGES="
   python3 python3-aiosmtpd python3-dnslib openssl curl prometheus
   monitoring-plugins-basic monitoring-plugins-standard iproute2 nftables
   dpkg-dev systemd man-db groff-base mandoc python3-yaml
+  prometheus-alertmanager ccache
 "
 missing=""
 for p in $PACKAGES; do

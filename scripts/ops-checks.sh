@@ -8,7 +8,8 @@ set -eu
 cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh
 BUILD=${WACHT_OPS_BUILD:-build/release}
-cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWACHT_TESTS=OFF >/dev/null
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWACHT_TESTS=OFF \
+  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
 cmake --build "$BUILD" --target wachtd
 WACHTD="$BUILD/wachtd"
 TMP=$(mktemp -d /tmp/wacht-ops-checks-XXXXXX)
