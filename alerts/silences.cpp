@@ -164,7 +164,9 @@ bool read_silence(const json& j, const std::string& where, Silence* s, std::stri
 }
 
 // nlohmann's message without its "[json.exception.parse_error.101] " prefix.
-std::string parser_message(const json::parse_error& e) {
+// Besides parse_error, parsing throws out_of_range for a number beyond a
+// double ("1e400"): that too is a body that is not (usable) JSON.
+std::string parser_message(const json::exception& e) {
   std::string what = e.what();
   if (size_t p = what.find("] "); p != std::string::npos) what.erase(0, p + 2);
   return what;
@@ -364,7 +366,7 @@ std::optional<Silence> parse_postable_silence(std::string_view body, std::string
   json j;
   try {
     j = json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     if (error) *error = "body is not JSON: " + parser_message(e);
     return std::nullopt;
   }
@@ -573,7 +575,7 @@ bool SilenceStore::load(const std::string& path, std::string* error) {
   json doc;
   try {
     doc = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     return fail("not JSON: " + parser_message(e));
   }
   auto list = doc.find("silences");  // end() unless doc is an object

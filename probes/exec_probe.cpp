@@ -803,7 +803,7 @@ void parse_env(runtime::TableReader& reader, ExecSettings& out) {
       } else if (value.find('\0') != std::string::npos) {
         reader.error("env", fmt::format("the value of '{}' must not contain NUL characters", name));
       } else {
-        std::erase_if(vars, [&](const auto& v) { return v.first == name; });
+        std::erase_if(vars, [&key = name](const auto& v) { return v.first == key; });
         vars.emplace_back(name, value);
       }
     }

@@ -23,5 +23,7 @@ for f in etc/wacht.toml; do "$BUILD/wachtd" --check-config --config "$f"; done
 echo "== tests"
 ctest --test-dir "$BUILD" --output-on-failure -j "$(nproc)" --timeout 300
 
+sh scripts/fuzz.sh 20
+
 echo "== operations: systemd unit, shipped configs, man pages, dashboard and rules, Debian package"
 sh scripts/ops-checks.sh

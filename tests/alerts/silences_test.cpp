@@ -829,5 +829,23 @@ TEST(SilenceTime, FormatsUtcWithMilliseconds) {
   EXPECT_EQ(parse_rfc3339(format_rfc3339(kT0 + 7)), kT0 + 7);
 }
 
+// Found by fuzz/silence_fuzzer: nlohmann throws out_of_range, not parse_error,
+// for a number beyond a double, which escaped as an exception: a 500 instead
+// of a 400 from the API, and for such a silences file wachtd's start ended in
+// main's catch-all instead of "cannot load silences: <path>: ...".
+TEST(SilenceBody, NumberBeyondADoubleIsAnErrorNotAnException) {
+  std::string error;
+  EXPECT_FALSE(parse_postable_silence(R"({"matchers": [], "startsAt": 1e400})", &error));
+  EXPECT_EQ(error, "body is not JSON: number overflow parsing '1e400'");
+}
+
+TEST_F(SilencePersistence, NumberBeyondADoubleIsAnErrorNotAnException) {
+  SilenceStore store;
+  write(R"({"silences": [], "saved": -1e999})");
+  std::string error;
+  EXPECT_FALSE(store.load(path(), &error));
+  EXPECT_EQ(error, path() + ": not JSON: number overflow parsing '-1e999'");
+}
+
 }  // namespace
 }  // namespace wacht::alerts
