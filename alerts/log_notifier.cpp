@@ -29,7 +29,12 @@ class LogNotifier final : public Notifier {
     line_ = fmt::format("notification to {} [{}] {}: {} {}", n.receiver, n.kind, subject, body,
                         n.message_id);
     done_ = std::move(done);
-    timer_.start(0);
+    // Not 0: libuv runs a timer armed with 0 from a timer callback in the same
+    // pass, and the outbox sends the next notification from one too, so a
+    // backlog of logged notifications would be drained without the loop ever
+    // polling for I/O (probes, the API) in between. 1 ms puts the result on
+    // the next loop iteration, after a poll, as the comment above promises.
+    timer_.start(1);
   }
 
   void cancel() override {

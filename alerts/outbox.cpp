@@ -98,10 +98,19 @@ json to_json(const Notification& n) {
           {"alert_ids", n.alert_ids}};
 }
 
+// A number field of a record, which the journal only ever writes as an
+// integer. get<>() would convert a float such as 1e300 with undefined
+// behaviour, so a float makes the record malformed.
+template <typename T>
+T integer(const json& j) {
+  if (!j.is_number_integer()) throw std::invalid_argument("not an integer");
+  return j.get<T>();
+}
+
 // Throws json::exception on a malformed record; the caller counts it as corrupt.
 Notification from_json(const json& j) {
   Notification n;
-  n.seq = j.at("seq").get<uint64_t>();
+  n.seq = integer<uint64_t>(j.at("seq"));
   n.receiver = j.at("receiver").get<std::string>();
   n.to = j.value("to", std::vector<std::string>{});
   n.thread_key = j.value("thread_key", "");
@@ -109,7 +118,7 @@ Notification from_json(const json& j) {
   n.in_reply_to = j.value("in_reply_to", "");
   n.subject = j.value("subject", "");
   n.body = j.value("body", "");
-  n.created_ms = j.at("created_ms").get<int64_t>();
+  n.created_ms = integer<int64_t>(j.at("created_ms"));
   n.kind = j.value("kind", "");
   n.alert_ids = j.value("alert_ids", std::vector<std::string>{});
   if (n.seq == 0) throw std::invalid_argument("seq 0");
@@ -155,7 +164,7 @@ struct Outbox::Impl {
     Notification n;
     bool durable = false;     // its enqueue record is fsync'd: only then may it be sent
     int retries = 0;          // kRetry results so far, for the backoff
-    uint64_t not_before = 0;  // loop time (uv_now) of the next attempt
+    uint64_t not_before = 0;  // monotonic ms (mono_ms()) of the next attempt
   };
 
   struct Receiver {
@@ -184,7 +193,9 @@ struct Outbox::Impl {
     path_ = options_.dir + "/" + kJournalName;
   }
 
-  ~Impl() {
+  // stop() throws only when memory or an observer callback fails; terminating
+  // then beats returning with the loop's handles still open.
+  ~Impl() {  // NOLINT(bugprone-exception-escape)
     stop();
     if (fd_ >= 0) ::close(fd_);
   }
@@ -277,16 +288,17 @@ struct Outbox::Impl {
         next_seq_ = std::max(next_seq_, n.seq + 1);
         uint64_t seq = n.seq;
         std::string receiver = n.receiver;
+        journal_ids_.insert(n.message_id);
         // emplace keeps the first copy: a record repeated after a failed
         // fsync is the same notification.
         receivers_[receiver].queue.emplace(seq, Entry{std::move(n), true});
       } else if (op == "done") {
-        uint64_t seq = record.at("seq").get<uint64_t>();
+        uint64_t seq = integer<uint64_t>(record.at("seq"));
         next_seq_ = std::max(next_seq_, seq + 1);
         for (auto& [name, r] : receivers_) r.queue.erase(seq);
         ++done_in_file_;
       } else if (op == "meta") {
-        next_seq_ = std::max(next_seq_, record.at("next_seq").get<uint64_t>());
+        next_seq_ = std::max(next_seq_, integer<uint64_t>(record.at("next_seq")));
       } else {
         return false;
       }
@@ -347,6 +359,14 @@ struct Outbox::Impl {
     maybe_compact();
   }
 
+  bool sync() {
+    // While the journal is failing its retry timer paces the attempts; one
+    // more try now would only repeat the error.
+    if (!stopped_ && journal_retry_->active()) return unwritten_.empty();
+    flush();
+    return unwritten_.empty();
+  }
+
   // The records stay buffered (and their entries unsent) and are written
   // again later; a full disk delays notifications but loses none.
   void journal_failed(const std::string& error) {
@@ -399,20 +419,37 @@ struct Outbox::Impl {
     spdlog::info("outbox: compacted {} ({} records, {} pending)", path_, records_in_file_, live);
     durable_size_ = static_cast<off_t>(data.size());
     records_in_file_ = live + 1;
+    journal_ids_.clear();
+    for (const auto& [name, r] : receivers_)
+      for (const auto& [seq, e] : r.queue) journal_ids_.insert(e.n.message_id);
     done_in_file_ = 0;
     compact_at_done_ = kCompactMinDone;
   }
 
   // --- delivery -----------------------------------------------------------
 
+  // Monotonic milliseconds, on uv_now's clock but current.
+  static uint64_t mono_ms() { return uv_hrtime() / 1000000; }
+
   void enqueue(Notification n) {
     if (fd_ < 0) throw std::logic_error("Outbox::enqueue before a successful open()");
+    // An alert message's Message-ID follows from the alert state (its group's
+    // thread and number). If wachtd died after this message reached the
+    // journal but before the state snapshot recorded it, the restarted wachtd
+    // produces the very same message again: it is already queued or sent.
+    if ((n.kind == "firing" || n.kind == "resolved") && journal_ids_.contains(n.message_id)) {
+      spdlog::info("outbox: {} to {} is already in the journal; not queueing it twice",
+                   n.message_id, n.receiver);
+      return;
+    }
+    journal_ids_.insert(n.message_id);
     n.seq = next_seq_++;
     if (n.created_ms == 0) n.created_ms = options_.now_ms();
     append({{"op", "enqueue"}, {"n", to_json(n)}});
     undurable_.emplace_back(n.receiver, n.seq);
     uint64_t seq = n.seq;
-    receivers_[n.receiver].queue.emplace(seq, Entry{std::move(n)});
+    auto& queue = receivers_[n.receiver].queue;  // before `n` is moved from
+    queue.emplace(seq, Entry{std::move(n)});
     // After stop() no tick runs; the record is made durable right away and
     // sent by the next process.
     if (stopped_) {
@@ -465,9 +502,11 @@ struct Outbox::Impl {
   void pump() {
     if (stopped_) return;
     // The loop time was cached before this iteration's fsync; rate windows
-    // and backoffs are measured from the moment of the send.
-    uv_update_time(loop_);
-    const uint64_t now = uv_now(loop_);
+    // and backoffs are measured from the moment of the send. Not through
+    // uv_update_time: advancing the loop's time inside a timer callback lets
+    // libuv (before 1.46) run every timer that has become due since in the
+    // same pass, without polling for I/O in between.
+    const uint64_t now = mono_ms();
     const int64_t wall = options_.now_ms();
     uint64_t wake_in = std::numeric_limits<uint64_t>::max();
     auto wake_at = [&](uint64_t t) { wake_in = std::min(wake_in, t > now ? t - now : 0); };
@@ -561,7 +600,7 @@ struct Outbox::Impl {
           break;
         }
         const uint64_t delay = backoff_ms(e.retries);
-        e.not_before = uv_now(loop_) + delay;
+        e.not_before = mono_ms() + delay;
         spdlog::warn("outbox: #{} {} to {} failed (attempt {}), retrying in {} ms: {}", seq,
                      e.n.message_id, name, e.retries, delay, detail);
         report(name, "retry");
@@ -652,6 +691,9 @@ struct Outbox::Impl {
   uint64_t next_seq_ = 1;
   size_t corrupt_ = 0;
   std::map<std::string, Receiver> receivers_;
+  // Message-IDs of the enqueue records in the journal file (since its last
+  // compaction), to recognise an alert message produced again after a crash.
+  std::set<std::string> journal_ids_;
 
   // Records appended since the last successful flush, and the entries whose
   // enqueue records are among them.
@@ -690,6 +732,8 @@ void Outbox::add_receiver(const std::string& name, std::unique_ptr<Notifier> not
 }
 
 void Outbox::enqueue(Notification n) { impl_->enqueue(std::move(n)); }
+
+bool Outbox::sync() { return impl_->sync(); }
 
 void Outbox::stop() { impl_->stop(); }
 

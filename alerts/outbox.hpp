@@ -58,6 +58,12 @@ class Outbox {
   // Queues a notification: assigns seq (and created_ms if 0), makes it
   // durable, then delivers. Notifications for receivers never registered wait.
   void enqueue(Notification n);
+  // Writes and fsyncs the records buffered in this loop iteration now instead
+  // of on the next tick. Returns true when everything enqueued so far is
+  // durable. Callers that record elsewhere that a notification was sent (the
+  // alert state snapshot) call it first, so that a crash in between can
+  // never leave a notification marked sent but missing from the journal.
+  bool sync();
   // Stops timers and in-flight sends; pending entries stay in the journal.
   void stop();
 

@@ -184,7 +184,10 @@ void App::arm_flush() {
     return;
   }
   auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(*next - alerts::Clock::now());
-  flush_timer_->start(static_cast<uint64_t>(std::max<int64_t>(0, delay.count())));
+  // At least 1 ms: a 0 ms timer re-armed from its own callback runs again in
+  // the same loop pass, and a storm would flush hundreds of times without
+  // polling I/O once.
+  flush_timer_->start(static_cast<uint64_t>(std::max<int64_t>(1, delay.count())));
 }
 
 alerts::AlertView App::alert_view(const std::string& id, bool resolved) {
@@ -517,7 +520,8 @@ void App::notify_flapping(const std::string& id, bool started) {
     const auto* r = find_receiver(name);
     if (!r || r->type == config::ReceiverConfig::Type::kAlertmanager) continue;
     alerts::Rendered text = alerts::render_flapping(a, v->check->tenant, started, r->templates);
-    enqueue(*r, fmt::format("flap.{}.{}", id, ++flap_notices_), 0,
+    // The time keeps the Message-ID unique across restarts, where the counter starts again.
+    enqueue(*r, fmt::format("flap.{}.{}.{}", id, to_ms(alerts::Clock::now()), ++flap_notices_), 0,
             started ? "flapping" : "flapping_stopped", {id}, std::move(text));
   }
 }
