@@ -27,3 +27,6 @@ sh scripts/fuzz.sh 20
 
 echo "== operations: systemd unit, shipped configs, man pages, dashboard and rules, Debian package"
 sh scripts/ops-checks.sh
+
+echo "== fault injection (reduced)"
+/usr/bin/python3 tests/faults/run.py --mode reduced --wachtd "${WACHT_OPS_BUILD:-build/release}/wachtd"
