@@ -398,7 +398,8 @@ void App::housekeeping() {
   metrics_->set_alerts(pending, firing, unreachable, flapping);
   metrics_->set_acked_silenced(acked, silenced);
   std::string status =
-      fmt::format("{} checks, {} firing ({} acknowledged, {} silenced){}", checks_.size(), firing, acked, silenced, blind_ ? ", BLIND" : "");
+      fmt::format("{} checks, {} firing ({} acknowledged, {} silenced){}", checks_.size(), firing,
+                  acked, silenced, blind_ ? ", BLIND" : "");
   if (status != status_) {
     status_ = status;
     sd_notifyf(0, "STATUS=%s", status_.c_str());
