@@ -124,7 +124,7 @@ struct AlertmanagerPusher::Impl {
     t.retry.stop();
     Notification n;
     n.body = snapshot();
-    t.sender->send(n, [this, &t](Delivery d, std::string detail) { done(t, d, detail); });
+    t.sender->send(n, [this, &t](Delivery d, const std::string& detail) { done(t, d, detail); });
     t.in_flight = true;  // after send(), which may throw; its result comes later
   }
 

@@ -4,7 +4,7 @@
 
 namespace wacht::alerts {
 
-CheckState::CheckState(StateConfig config) : config_(config) {}
+CheckState::CheckState(const StateConfig& config) : config_(config) {}
 
 Transition CheckState::observe(State result, TimePoint now) {
   Transition t;

@@ -54,7 +54,7 @@ struct Transition {
 //   flapping, below flap_low ends it.
 class CheckState {
  public:
-  explicit CheckState(StateConfig config = {});
+  explicit CheckState(const StateConfig& config = {});
 
   Transition observe(State result, TimePoint now);
 

@@ -32,7 +32,9 @@ std::string quote(std::string_view s) { return "\"" + std::string(s) + "\""; }
 }  // namespace
 
 int64_t Rotation::step_minutes() const {
-  int64_t step = shift_hours > 0 ? int64_t{shift_hours} * 60 : int64_t{shift_days} * 1440;
+  // static_cast rather than int64_t{...}: cppcheck 2.10 aborts on the latter here.
+  int64_t step = shift_hours > 0 ? static_cast<int64_t>(shift_hours) * 60
+                                 : static_cast<int64_t>(shift_days) * 1440;
   return people.empty() || step <= 0 ? 0 : step;
 }
 
@@ -58,11 +60,12 @@ std::optional<Shift> Rotation::at(int64_t t) const {
     }
     return s;
   }
-  if (step_minutes() == 0) return std::nullopt;
+  const int64_t step = step_minutes();
+  if (step == 0) return std::nullopt;
   int64_t first = handover(0);
   if (t < first) return std::nullopt;
   // Estimated in real time, then corrected for the hours DST adds or removes.
-  int64_t k = (t - first) / (step_minutes() * 60);
+  int64_t k = (t - first) / (step * 60);
   while (k > 0 && handover(k) > t) --k;
   while (handover(k + 1) <= t) ++k;
   Shift s{people[k % people.size()], handover(k), handover(k + 1), false, ""};

@@ -1,6 +1,7 @@
 #include "alerts/router.hpp"
 
 #include <algorithm>
+#include <cassert>
 #include <random>
 
 #include <fmt/format.h>
@@ -316,6 +317,7 @@ std::vector<Router::Flush> Router::due(TimePoint now, const MuteFn& mute) {
         out.push_back(std::move(f));
         continue;
       }
+      assert(storm);  // without a storm limit every candidate is allowed
       // The overflow of a storm is collected for group_wait (a storm's alerts
       // come due over a whole check interval), then sent as one digest.
       // Escalations are never held back: they join a digest at once.
@@ -339,6 +341,7 @@ std::vector<Router::Flush> Router::due(TimePoint now, const MuteFn& mute) {
       if (f.level == 0) commit(key, f, false);
     }
     for (auto& [level, digest] : digests) {
+      assert(storm);  // digests hold only a storm's overflow
       storm->sent.push_back(now);
       if (level == 0) {
         storm->digest_at.reset();

@@ -133,7 +133,7 @@ std::string address_of(std::string_view mailbox) {
 // "Name <addr>" with a non-ASCII name encoded and an ASCII name quoted when
 // it holds characters that RFC 5322 does not allow in a bare phrase.
 std::string format_mailbox(std::string_view mailbox) {
-  const std::string address = address_of(mailbox);
+  std::string address = address_of(mailbox);  // not const: returned by move
   size_t open = mailbox.rfind('<');
   if (open == std::string_view::npos) return address;
   std::string name = one_line(mailbox.substr(0, open));
@@ -326,6 +326,8 @@ class SmtpNotifier final : public Notifier {
   static size_t read_payload(char* buffer, size_t size, size_t count, void* userp) noexcept {
     auto* self = static_cast<SmtpNotifier*>(userp);
     size_t n = std::min(size * count, self->payload_.size() - self->offset_);
+    // curl's buffer holds bytes and a length, not a C string.
+    // NOLINTNEXTLINE(bugprone-not-null-terminated-result)
     std::memcpy(buffer, self->payload_.data() + self->offset_, n);
     self->offset_ += n;
     return n;

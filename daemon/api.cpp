@@ -96,8 +96,8 @@ std::vector<Route> App::api_routes() {
   auto* metrics = metrics_.get();
   std::vector<Route> routes;
   auto worker = [&](std::string path, std::function<Response()> f, Access access = Access::open) {
-    routes.push_back(
-        {"GET", std::move(path), [f](const Request&) { return f(); }, Runs::worker, access, false});
+    routes.push_back({"GET", std::move(path), [f = std::move(f)](const Request&) { return f(); },
+                      Runs::worker, access, false});
   };
   worker("/metrics", [metrics] {
     return Response{200, "text/plain; version=0.0.4; charset=utf-8", metrics->serialize(), {}};

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "alerts/smtp_notifier.hpp"
 #include "alerts/webhook_notifier.hpp"
@@ -29,7 +30,11 @@ int64_t to_ms(alerts::TimePoint t) {
 }  // namespace
 
 void App::configure_alerting(const config::Config& cfg) {
-  if (!cfg.alerting.timezone.empty()) {
+  // setenv races with getenv on other threads (curl's resolver threads call
+  // getaddrinfo, which reads the environment): a reload that keeps the zone,
+  // nearly every one, must leave the environment alone.
+  const char* tz = std::getenv("TZ");
+  if (!cfg.alerting.timezone.empty() && (!tz || cfg.alerting.timezone != tz)) {
     setenv("TZ", cfg.alerting.timezone.c_str(), 1);
     tzset();
   }

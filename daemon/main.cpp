@@ -2,8 +2,10 @@
 #include <getopt.h>
 #include <spdlog/spdlog.h>
 
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <exception>
 #include <optional>
@@ -104,8 +106,9 @@ int main(int argc, char** argv) {
       case 'O': oncall = optarg; break;
       case 'A': at = optarg; break;
       case 'D':
-        days = std::atoi(optarg);
-        if (days < 1 || days > 366) {
+        // The whole argument must be a number: atoi took "7d" as 7.
+        if (auto [end, ec] = std::from_chars(optarg, optarg + std::strlen(optarg), days);
+            ec != std::errc() || *end != '\0' || days < 1 || days > 366) {
           std::fprintf(stderr, "wachtd: --days must be 1 to 366\n");
           return wacht::kExitUsage;
         }

@@ -264,11 +264,12 @@ std::string load_or_create_key(const std::string& state_dir, std::string* error)
     std::string reason;
     auto text = runtime::read_secret_file(path, &reason);
     if (!text) return fail(fmt::format("cannot read ack key file {}: {}", path, reason));
+    const std::string& stored = *text;
     std::string key;
-    for (size_t i = 0; text->size() == 2 * kKeyBytes && i < text->size(); i += 2) {
+    for (size_t i = 0; stored.size() == 2 * kKeyBytes && i < stored.size(); i += 2) {
       unsigned v = 0;
-      auto [end, ec] = std::from_chars(text->data() + i, text->data() + i + 2, v, 16);
-      if (ec != std::errc() || end != text->data() + i + 2) break;
+      auto [end, ec] = std::from_chars(stored.data() + i, stored.data() + i + 2, v, 16);
+      if (ec != std::errc() || end != stored.data() + i + 2) break;
       key.push_back(static_cast<char>(v));
     }
     if (key.size() != kKeyBytes)

@@ -8,7 +8,7 @@ PACKAGES="
   build-essential cmake ninja-build pkg-config git
   libuv1-dev libcurl4-openssl-dev libssl-dev libc-ares-dev libsystemd-dev libpcre2-dev
   prometheus-cpp-dev libcivetweb-dev libtomlplusplus-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
-  libgtest-dev libgmock-dev clang-format
+  libgtest-dev libgmock-dev clang-format clang-tidy cppcheck
   clang libclang-rt-14-dev llvm
   python3 python3-aiosmtpd python3-dnslib openssl curl prometheus faketime
   monitoring-plugins-basic monitoring-plugins-standard iproute2 nftables

@@ -406,8 +406,9 @@ std::optional<int> parse_clock(std::string_view text, std::string* error) {
   };
   std::string quoted = "\"" + std::string(text) + "\"";
   size_t colon = text.find(':');
-  if (colon == std::string_view::npos || colon > 2 || !all_digits(text.substr(0, colon)) ||
-      text.size() != colon + 3 || !all_digits(text.substr(colon + 1)))
+  // A missing colon is npos, which is > 2 as well.
+  if (colon > 2 || !all_digits(text.substr(0, colon)) || text.size() != colon + 3 ||
+      !all_digits(text.substr(colon + 1)))
     return fail("invalid time " + quoted + " (expected HH:MM)");
   int hour = to_int(text.substr(0, colon)), minute = to_int(text.substr(colon + 1));
   if (minute > 59) return fail("invalid minute " + std::to_string(minute) + " in time " + quoted);

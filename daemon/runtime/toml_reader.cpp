@@ -46,12 +46,12 @@ unsigned value_length(const toml::node& n) {
 TableReader::TableReader(Diagnostics& diag, std::string context, SourceLoc table_loc)
     : diag_(diag), context_(std::move(context)), table_loc_(std::move(table_loc)) {}
 
-void TableReader::add_layer(const toml::table& table, std::string origin) {
+void TableReader::add_layer(const toml::table& table, const std::string& origin) {
   for (const auto& [k, v] : table) entries_[std::string(k.str())] = Entry{&v, key_loc(k), origin};
 }
 
 void TableReader::add_layer(const toml::table& table, std::span<const KeySpec> only,
-                            std::string origin) {
+                            const std::string& origin) {
   for (const auto& [k, v] : table) {
     for (const auto& spec : only) {
       if (spec.name == k.str()) entries_[std::string(k.str())] = Entry{&v, key_loc(k), origin};

@@ -51,9 +51,10 @@ class TableReader {
   // `origin` names the layer in messages about its values ("template 'web'",
   // "[defaults]"); empty means the table itself. A value's problem is reported
   // once at the place it was written, however many checks inherit it.
-  void add_layer(const toml::table& table, std::string origin = {});
+  void add_layer(const toml::table& table, const std::string& origin = {});
   // Adds only the keys named in `only` (inheriting from a defaults section).
-  void add_layer(const toml::table& table, std::span<const KeySpec> only, std::string origin);
+  void add_layer(const toml::table& table, std::span<const KeySpec> only,
+                 const std::string& origin);
   void declare(std::span<const KeySpec> keys);
 
   const std::string& context() const { return context_; }

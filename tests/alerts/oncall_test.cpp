@@ -5,7 +5,6 @@
 namespace wacht::alerts {
 namespace {
 
-using runtime::Date;
 using runtime::TimeZone;
 
 std::shared_ptr<const TimeZone> berlin() {

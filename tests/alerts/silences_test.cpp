@@ -30,7 +30,7 @@ Matcher matcher(std::string_view text) {
   return m.value();
 }
 
-Silence silence(std::vector<std::string_view> matchers, int64_t starts, int64_t ends) {
+Silence silence(const std::vector<std::string_view>& matchers, int64_t starts, int64_t ends) {
   Silence s;
   for (auto m : matchers) s.matchers.push_back(matcher(m));
   s.starts_at_ms = starts;

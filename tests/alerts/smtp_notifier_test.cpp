@@ -89,7 +89,8 @@ uint16_t free_port() {
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+    ADD_FAILURE() << "cannot bind a loopback port";
   socklen_t len = sizeof a;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   ::close(fd);
@@ -104,7 +105,8 @@ class SilentServer {
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+      ADD_FAILURE() << "cannot bind a loopback port";
     ::listen(fd_, 8);
     socklen_t len = sizeof a;
     ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
@@ -480,7 +482,7 @@ TEST_F(SmtpTest, SilentServerTimesOutAndCancelStopsATransfer) {
   auto smtp = notifier(s);
   int calls = 0;
   Result r;
-  smtp->send(make("cancelled"), [&](Delivery, std::string) { ++calls; });
+  smtp->send(make("cancelled"), [&](Delivery, const std::string&) { ++calls; });
   smtp->cancel();
   EXPECT_EQ(curl_->running(), 0u);
   const double start = test::now_seconds();
@@ -502,7 +504,7 @@ TEST_F(SmtpTest, LogNotifierLogsOneLineAndDeliversOnALaterIteration) {
   Notification n = make("logged");
   n.body = "line one\nline two\n";
   Result r;
-  log->send(n, [&](Delivery d, std::string) {
+  log->send(n, [&](Delivery d, const std::string&) {
     r.delivery = d;
     ++r.calls;
   });

@@ -345,7 +345,7 @@ TEST_F(WebhookTest, CancelEndsTheRequestWithoutAResult) {
   Sink sink;
   auto hook = notifier(settings(sink.url("/hang")));
   int calls = 0;
-  hook->send(make("cancelled"), [&](Delivery, std::string) { ++calls; });
+  hook->send(make("cancelled"), [&](Delivery, const std::string&) { ++calls; });
   ASSERT_TRUE(run_until([&] { return sink.requests().size() == 1; }));
   hook->cancel();
   EXPECT_EQ(curl_->running(), 0u);
@@ -361,7 +361,7 @@ TEST_F(WebhookTest, CancelEndsTheRequestWithoutAResult) {
   EXPECT_EQ(r.delivery, Delivery::kDelivered) << r.detail;
   EXPECT_EQ(calls, 0);
   // Destroying a notifier mid-send cancels too.
-  hook->send(make("destroyed"), [&](Delivery, std::string) { ++calls; });
+  hook->send(make("destroyed"), [&](Delivery, const std::string&) { ++calls; });
   hook.reset();
   EXPECT_EQ(curl_->running(), 0u);
   EXPECT_EQ(calls, 0);

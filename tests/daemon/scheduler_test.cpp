@@ -86,7 +86,7 @@ class SchedulerTest : public test::LoopTest {
   void make(std::map<std::string, int> run_ms, int default_run_ms = 5) {
     scheduler_ = std::make_unique<Scheduler>(
         loop(),
-        [this, run_ms, default_run_ms](const config::CheckConfig& c) {
+        [this, run_ms = std::move(run_ms), default_run_ms](const config::CheckConfig& c) {
           auto it = run_ms.find(c.id);
           return std::make_unique<TimedProbe>(loop(), stats_,
                                               it == run_ms.end() ? default_run_ms : it->second);

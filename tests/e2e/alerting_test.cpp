@@ -15,7 +15,6 @@ namespace wacht::test {
 namespace {
 
 using namespace std::chrono_literals;
-namespace fs = std::filesystem;
 
 // [smtp], one receiver per tenant and a route each; quick timings for tests.
 std::string alerting(int smtp_port, const std::string& route_extra = "") {

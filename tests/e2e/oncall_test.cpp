@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -92,8 +93,9 @@ Reply request(int port, const std::string& method, const std::string& path,
   ssize_t n;
   while ((n = read(fd, buf, sizeof buf)) > 0) resp.append(buf, static_cast<size_t>(n));
   close(fd);
-  if (resp.rfind("HTTP/1.", 0) != 0) return r;
-  r.status = std::atoi(resp.c_str() + 9);
+  // "HTTP/1.1 200 OK"; atoi read past the end of a reply cut off after "HTTP/1.1".
+  if (resp.rfind("HTTP/1.", 0) != 0 || resp.size() < 12) return r;
+  std::from_chars(resp.data() + 9, resp.data() + resp.size(), r.status);
   size_t end = resp.find("\r\n\r\n");
   std::string head = resp.substr(0, end);
   if (end != std::string::npos) r.body = resp.substr(end + 4);

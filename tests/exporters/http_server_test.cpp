@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <future>
 #include <thread>
 
@@ -63,7 +64,7 @@ Reply raw_exchange(int port, const std::string& bytes, int timeout_ms = 5000) {
   if (!resp.starts_with("HTTP/1.") || end == std::string::npos) return r;
   size_t eol = resp.find("\r\n");
   r.status_line = resp.substr(0, eol);
-  r.status = std::atoi(resp.c_str() + 9);
+  if (eol > 9) std::from_chars(resp.data() + 9, resp.data() + eol, r.status);  // "HTTP/1.1 200"
   for (size_t pos = eol + 2; pos < end;) {
     size_t next = resp.find("\r\n", pos);
     std::string line = resp.substr(pos, next - pos);

@@ -332,7 +332,7 @@ TEST_F(DnsProbeTest, SilentServerCancelHonoured) {
     auto probe = make(server, "www.example.org", "transport = \"" + transport + "\"\n");
     ASSERT_TRUE(probe);
     bool fired = false;
-    probe->start([&](ProbeResult) { fired = true; });
+    probe->start([&](const ProbeResult&) { fired = true; });
     EXPECT_EQ(probe->phase(), "waiting for an answer from " + server.address);
     const std::string asked =
         "query www.example.org. A rd=1 tcp=" + std::string(transport == "tcp" ? "1" : "0");
@@ -353,7 +353,7 @@ TEST_F(DnsProbeTest, DestroyedMidQuery) {
     auto probe = make(server, "www.example.org", "transport = \"" + transport + "\"\n");
     ASSERT_TRUE(probe);
     bool fired = false;
-    probe->start([&](ProbeResult) { fired = true; });
+    probe->start([&](const ProbeResult&) { fired = true; });
     const std::string asked = "tcp=" + std::string(transport == "tcp" ? "1" : "0");
     ASSERT_TRUE(run_until([&] { return server.log().find(asked) != std::string::npos; }));
     probe.reset();
@@ -369,7 +369,7 @@ TEST_F(DnsProbeTest, DestroyedFromDone) {
   auto probe = make(server, "www.example.org");
   ASSERT_TRUE(probe);
   bool fired = false;
-  probe->start([&](ProbeResult r) {
+  probe->start([&](const ProbeResult& r) {
     fired = true;
     EXPECT_TRUE(r.success) << r.summary;
     probe.reset();

@@ -25,7 +25,7 @@ inline std::optional<double> sample(const probes::ProbeResult& r, std::string_vi
 // reported, as they would be in a real config.
 class SpecParser {
  public:
-  explicit SpecParser(probes::ProbeType type) : type_(type) {}
+  explicit SpecParser(const probes::ProbeType& type) : type_(type) {}
 
   std::shared_ptr<const probes::ProbeSpec> parse(const std::string& target,
                                                  const std::string& body) {

@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -131,7 +133,8 @@ int free_port() {
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+    throw std::runtime_error(std::string("free_port: bind: ") + std::strerror(errno));
   socklen_t len = sizeof a;
   getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   close(fd);
@@ -175,8 +178,9 @@ HttpResponse http_get(int port, const std::string& path, int timeout_ms) {
   ssize_t n;
   while ((n = read(fd, buf, sizeof buf)) > 0) resp.append(buf, static_cast<size_t>(n));
   close(fd);
-  if (resp.rfind("HTTP/1.", 0) != 0) return r;
-  r.status = std::atoi(resp.c_str() + 9);
+  // "HTTP/1.1 200 OK"; atoi read past the end of a reply cut off after "HTTP/1.1".
+  if (resp.rfind("HTTP/1.", 0) != 0 || resp.size() < 12) return r;
+  std::from_chars(resp.data() + 9, resp.data() + resp.size(), r.status);
   size_t body = resp.find("\r\n\r\n");
   if (body != std::string::npos) r.body = resp.substr(body + 4);
   return r;
