@@ -5,6 +5,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -23,7 +24,6 @@ class Family;
 namespace wacht::exporters {
 
 using Labels = std::map<std::string, std::string>;
-struct FamilyText;
 
 // Every metric family wacht exports, in one place. Probe families follow
 // blackbox_exporter's names (declared as MetricDefs by the probes); what blackbox
@@ -58,11 +58,11 @@ class Metrics {
 
    private:
     friend class Metrics;
+    // 24 bytes: the label value is shared through Metrics' label pool.
     struct Gauge {
       const probes::MetricDef* def;
-      std::string label_value;
+      const std::string* label;  // from the pool; null: no label value
       double value;
-      bool seen;
     };
     struct Histogram {
       const probes::MetricDef* def;
@@ -72,12 +72,16 @@ class Metrics {
       uint64_t count = 0;
     };
     CheckSeries(Metrics& m, Labels labels);
-    void set(const probes::MetricDef& def, const std::string& label_value, double value);
     void observe(const probes::MetricDef& def, const std::string& label_value, double value);
-    void render(std::map<std::string_view, FamilyText>& out) const;
+    // Appends this check's samples of `family`.
+    void render(std::string_view family, std::string& out) const;
 
     Metrics& metrics_;
-    std::vector<std::pair<std::string, std::string>> labels_;  // sorted by name
+    // The check's labels rendered once, sorted by name: k1="v1",k2="v2"; and
+    // where each label starts in it, so a sample's own label (phase, le) can be
+    // merged in name order without rendering the others again.
+    std::string labels_;
+    std::vector<uint32_t> label_starts_;
     // Per-check series live here rather than in prometheus-cpp families: they
     // cost a fraction of the memory, and removing a check is O(1) instead of
     // a linear search per series (quadratic over a reload or shutdown).
@@ -117,12 +121,18 @@ class Metrics {
 
  private:
   std::string render_checks() const;
+  // Label values of per-check gauges ("connect", "TLS 1.3", perfdata labels)
+  // kept once for all checks, with a count of the gauges using each.
+  const std::string* acquire_label(const std::string& value);
+  void release_label(const std::string* label);
   prometheus::Counter* counter(prometheus::Family<prometheus::Counter>* fam, const Labels& labels);
 
   std::shared_ptr<prometheus::Registry> registry_;
   mutable std::mutex series_mutex_;  // guards series_, not the series themselves
   std::unordered_set<CheckSeries*> series_;
   std::map<std::pair<void*, Labels>, prometheus::Counter*> counters_;
+  std::mutex label_pool_mutex_;
+  std::unordered_map<std::string, size_t> label_pool_;
 
   prometheus::Family<prometheus::Counter>* probes_total_;
   prometheus::Family<prometheus::Counter>* skipped_total_;

@@ -12,6 +12,7 @@
 #include <cctype>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -800,7 +801,7 @@ ProbeResult DnsProbe::evaluate(int status, const unsigned char* abuf, int alen) 
   ProbeResult r;
   r.duration_seconds = static_cast<double>(uv_hrtime() - start_ns_) / 1e9;
   r.add(metrics::kDnsLookupTime, r.duration_seconds);
-  const auto ms = static_cast<int64_t>(r.duration_seconds * 1000 + 0.5);
+  const int64_t ms = std::llround(r.duration_seconds * 1000);
 
   Reply reply;
   std::string malformed;

@@ -46,6 +46,7 @@ class ExecLimiter {
   size_t max_running_;
   std::vector<ExecRun*> running_;
   std::deque<ExecRun*> queue_;
+  bool refilling_ = false;  // release() is filling free slots
 };
 using ExecLimiterPtr = std::unique_ptr<ExecLimiter, void (*)(ExecLimiter*)>;
 ExecLimiterPtr make_exec_limiter(uv_loop_t* loop, size_t max_running);

@@ -4,6 +4,7 @@
 
 #include <curl/curl.h>
 #include <fmt/format.h>
+#include <netinet/in.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,7 +14,9 @@
 #include <array>
 #include <cctype>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <optional>
@@ -96,25 +99,58 @@ const MetricDef kHttpVersion{"probe_http_version",
 const MetricDef kLastModified{"probe_http_last_modified_timestamp_seconds",
                               "Returns the Last-Modified HTTP response header in unixtime"};
 
-struct HttpSpec final : ProbeSpec {
-  std::string url;                        // what curl requests (host replaced by tls_server_name)
+// Shared by every probe of the check (probes hold it through shared_from_this).
+// The keys most checks leave unset, kept apart so that a check without them
+// does not carry their empty strings and vectors (~330 bytes).
+struct HttpExtras {
   std::string connect_to;                 // CURLOPT_CONNECT_TO entry for tls_server_name
   std::vector<std::string> header_lines;  // "Name: value", including a Host for tls_server_name
-  std::string method = "GET";
   std::optional<std::string> body;
   std::vector<int64_t> valid_status;  // empty: any 2xx
   std::vector<runtime::Regex> must_match;
   std::vector<runtime::Regex> must_not_match;
-  bool follow_redirects = true;
-  int64_t max_redirects = 10;
-  long ip_resolve = CURL_IPRESOLVE_WHATEVER;  // from ip_protocol
-  bool tls_insecure = false;
   std::string tls_ca_file;
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string basic_auth_user;
   std::string basic_auth_password;  // secret: never log or format it
+};
+
+struct HttpSpec final : ProbeSpec, std::enable_shared_from_this<HttpSpec> {
+  std::string url;  // what curl requests (host replaced by tls_server_name)
+  std::string method = "GET";
+  bool follow_redirects = true;
+  bool tls_insecure = false;
+  int64_t max_redirects = 10;
+  long ip_resolve = CURL_IPRESOLVE_WHATEVER;  // from ip_protocol
   int64_t max_body_bytes = kDefaultMaxBodyBytes;
+  std::unique_ptr<HttpExtras> extras;  // null: all of them unset
+
+  const HttpExtras& x() const {
+    static const HttpExtras kNone;
+    return extras ? *extras : kNone;
+  }
+  HttpExtras& mx() {
+    if (!extras) extras = std::make_unique<HttpExtras>();
+    return *extras;
+  }
+
+  // Plain http:// to an IP address, without a request body or credentials:
+  // the probe sends this request itself on libuv (see Direct) instead of
+  // setting up a libcurl transfer, which costs five times the CPU. A redirect
+  // hands over to libcurl for the following hops.
+  bool direct = false;
+  union {
+    sockaddr sa;
+    sockaddr_in v4;
+    sockaddr_in6 v6;
+  } direct_addr{};
+  std::string direct_request;  // the bytes libcurl would send for this check
+};
+
+// The parts of the target URL the direct path needs, as libcurl parsed them.
+struct UrlParts {
+  std::string scheme, host, port, path, query, zone;
 };
 
 // RFC 9110 token characters, for method and header names.
@@ -155,6 +191,7 @@ class SpecParser {
   SpecParser(runtime::TableReader& reader, HttpSpec& spec) : r_(reader), spec_(spec) {}
 
   bool ok() const { return ok_; }
+  const UrlParts& url_parts() const { return parts_; }
 
   void error(std::string_view key, std::string message) {
     r_.error(key, std::move(message));
@@ -206,6 +243,12 @@ class SpecParser {
       return;
     }
     spec_.url = target;
+    parts_.scheme = scheme;
+    parts_.host = host;
+    parts_.port = port;
+    parts_.path = url.get(CURLUPART_PATH).value_or("/");
+    parts_.query = url.get(CURLUPART_QUERY).value_or("");
+    parts_.zone = url.get(CURLUPART_ZONEID).value_or("");
     if (!server_name) return;
     if (!is_host_name(*server_name)) {
       error("tls_server_name",
@@ -216,8 +259,9 @@ class SpecParser {
     // server name and CONNECT_TO sends the connection to the real host. The
     // Host header keeps naming the target, as without tls_server_name.
     const std::optional<std::string> explicit_port = url.get(CURLUPART_PORT);
-    spec_.header_lines.push_back("Host: " + host + (explicit_port ? ":" + *explicit_port : ""));
-    spec_.connect_to = fmt::format("{}:{}:{}:{}", *server_name, port, host, port);
+    spec_.mx().header_lines.push_back("Host: " + host +
+                                      (explicit_port ? ":" + *explicit_port : ""));
+    spec_.mx().connect_to = fmt::format("{}:{}:{}:{}", *server_name, port, host, port);
     curl_url_set(url.u, CURLUPART_HOST, server_name->c_str(), 0);
     spec_.url = url.get(CURLUPART_URL).value_or(target);
   }
@@ -234,10 +278,10 @@ class SpecParser {
       } else {
         // A header given here replaces the one tls_server_name added.
         if (iequals(name, "Host"))
-          std::erase_if(spec_.header_lines,
+          std::erase_if(spec_.mx().header_lines,
                         [](const std::string& l) { return l.starts_with("Host: "); });
         // "Name;" is curl's way to send a header with an empty value.
-        spec_.header_lines.push_back(value.empty() ? name + ";" : name + ": " + value);
+        spec_.mx().header_lines.push_back(value.empty() ? name + ";" : name + ": " + value);
       }
     }
   }
@@ -286,8 +330,60 @@ class SpecParser {
  private:
   runtime::TableReader& r_;
   HttpSpec& spec_;
+  UrlParts parts_;
   bool ok_ = true;
 };
+
+// Decides whether the check can take the direct path and builds its request
+// as libcurl 7.88 would: request line, Host (a custom one in its place),
+// User-Agent and Accept unless given, then the custom headers in order.
+void plan_direct(HttpSpec& spec, const UrlParts& u) {
+  const HttpExtras& x = spec.x();
+  if (u.scheme != "http" || !u.zone.empty() || x.body || !x.basic_auth_user.empty() ||
+      !x.connect_to.empty())
+    return;
+  const bool bracketed = u.host.size() > 2 && u.host.front() == '[' && u.host.back() == ']';
+  const std::string bare = bracketed ? u.host.substr(1, u.host.size() - 2) : u.host;
+  int port = 0;
+  auto [end, ec] = std::from_chars(u.port.data(), u.port.data() + u.port.size(), port);
+  if (ec != std::errc() || end != u.port.data() + u.port.size() || port <= 0 || port > 65535)
+    return;
+  if (uv_ip4_addr(bare.c_str(), port, &spec.direct_addr.v4) == 0) {
+    if (spec.ip_resolve == CURL_IPRESOLVE_V6) return;  // libcurl reports the mismatch
+  } else if (uv_ip6_addr(bare.c_str(), port, &spec.direct_addr.v6) == 0) {
+    if (spec.ip_resolve == CURL_IPRESOLVE_V4) return;
+  } else {
+    return;  // a name: libcurl resolves it (happy eyeballs, every address)
+  }
+  auto custom = [&](std::string_view name) -> const std::string* {
+    for (const auto& line : x.header_lines) {
+      size_t sep = line.find_first_of(":;");
+      if (sep != std::string::npos && iequals(std::string_view(line).substr(0, sep), name))
+        return &line;
+    }
+    return nullptr;
+  };
+  std::string& req = spec.direct_request;
+  req = spec.method + " " + u.path + (u.query.empty() ? "" : "?" + u.query) + " HTTP/1.1\r\n";
+  if (const std::string* host = custom("Host")) {
+    // "Host: x" replaces the default; "Host;" sends it empty.
+    req += "Host:" + host->substr(5) + "\r\n";
+  } else {
+    req += "Host: " + u.host + (port == 80 ? "" : ":" + u.port) + "\r\n";
+  }
+  if (!custom("User-Agent")) req += std::string("User-Agent: wacht/") + kVersion + "\r\n";
+  if (!custom("Accept")) req += "Accept: */*\r\n";
+  for (const auto& line : x.header_lines) {
+    size_t sep = line.find_first_of(":;");
+    if (iequals(std::string_view(line).substr(0, sep), "Host")) continue;
+    if (line[sep] == ';')
+      req += line.substr(0, sep) + ":\r\n";  // curl's way to send an empty value
+    else
+      req += line + "\r\n";
+  }
+  req += "\r\n";
+  spec.direct = true;
+}
 
 std::shared_ptr<const ProbeSpec> parse(runtime::TableReader& reader, const std::string& target) {
   auto spec = std::make_shared<HttpSpec>();
@@ -300,13 +396,14 @@ std::shared_ptr<const ProbeSpec> parse(runtime::TableReader& reader, const std::
     if (!is_token(*method)) p.error("method", fmt::format("'{}' is not an HTTP method", *method));
     spec->method = *method;
   }
-  spec->body = p.string("body");
+  if (auto body = p.string("body")) spec->mx().body = std::move(body);
   if (auto codes = p.checked("valid_status", reader.get_int_array("valid_status", 100, 599))) {
     if (codes->empty()) p.error("valid_status", "'valid_status' must not be empty");
-    spec->valid_status = std::move(*codes);
+    spec->mx().valid_status = std::move(*codes);
   }
-  p.regexes("body_must_match", spec->must_match);
-  p.regexes("body_must_not_match", spec->must_not_match);
+  if (reader.has("body_must_match")) p.regexes("body_must_match", spec->mx().must_match);
+  if (reader.has("body_must_not_match"))
+    p.regexes("body_must_not_match", spec->mx().must_not_match);
 
   if (auto v = p.checked("follow_redirects", reader.get_bool("follow_redirects")))
     spec->follow_redirects = *v;
@@ -324,9 +421,11 @@ std::shared_ptr<const ProbeSpec> parse(runtime::TableReader& reader, const std::
   }
 
   if (auto v = p.checked("tls_insecure", reader.get_bool("tls_insecure"))) spec->tls_insecure = *v;
-  spec->tls_ca_file = p.readable_file("tls_ca_file");
-  spec->tls_cert_file = p.readable_file("tls_cert_file");
-  spec->tls_key_file = p.readable_file("tls_key_file");
+  for (auto [key, field] : {std::pair{"tls_ca_file", &HttpExtras::tls_ca_file},
+                            std::pair{"tls_cert_file", &HttpExtras::tls_cert_file},
+                            std::pair{"tls_key_file", &HttpExtras::tls_key_file}}) {
+    if (std::string path = p.readable_file(key); !path.empty()) spec->mx().*field = path;
+  }
   if (reader.has("tls_key_file") && !reader.has("tls_cert_file"))
     p.error("tls_key_file", "'tls_key_file' needs 'tls_cert_file'");
 
@@ -339,15 +438,16 @@ std::shared_ptr<const ProbeSpec> parse(runtime::TableReader& reader, const std::
   if (password_file && !user && !reader.has("basic_auth_user"))
     p.error("basic_auth_password_file", "'basic_auth_password_file' needs 'basic_auth_user'");
   if (user && password_file) {
-    spec->basic_auth_user = *user;
+    spec->mx().basic_auth_user = *user;
     if (auto password = p.read_password(*password_file))
-      spec->basic_auth_password = std::move(*password);
+      spec->mx().basic_auth_password = std::move(*password);
   }
 
   if (auto v = p.checked("max_body_bytes", reader.get_int("max_body_bytes", 1, int64_t{1} << 30)))
     spec->max_body_bytes = *v;
 
   if (!p.ok()) return nullptr;
+  plan_direct(*spec, p.url_parts());
   return spec;
 }
 
@@ -419,9 +519,32 @@ bool is_tls_error(CURLcode code) {
   }
 }
 
+// What a run measured, from libcurl's counters or from the direct client.
+struct Outcome {
+  std::string error;  // empty if a response arrived; else the summary of the failure
+  bool timed_out = false;
+  long status = 0;
+  double http_version = 0;
+  long redirects = 0;
+  int64_t content_length = -1;
+  int64_t last_modified = -1;
+  double resolve = 0, connect = 0, tls = 0, processing = 0, transfer = 0;
+  int family = AF_UNSPEC;
+  bool https = false;
+};
+
+// What a direct first hop measured before a redirect handed over to libcurl.
+struct Carry {
+  double resolve = 0, connect = 0, processing = 0, transfer = 0;
+  long redirects = 0;
+};
+
+class Direct;
+
 class HttpProbe final : public Probe {
  public:
-  HttpProbe(const ProbeContext& ctx, const CheckTarget& check, const HttpSpec& spec);
+  HttpProbe(const ProbeContext& ctx, const CheckTarget& check,
+            std::shared_ptr<const HttpSpec> spec);
   ~HttpProbe() override;
   HttpProbe(const HttpProbe&) = delete;
   HttpProbe& operator=(const HttpProbe&) = delete;
@@ -431,6 +554,7 @@ class HttpProbe final : public Probe {
   std::string_view phase() const override { return phase_name(phase_); }
 
  private:
+  friend class Direct;
   enum class Phase { kIdle, kResolving, kConnecting, kTls, kWaiting, kHeaders, kBody };
   static std::string_view phase_name(Phase p);
 
@@ -443,23 +567,36 @@ class HttpProbe final : public Probe {
   static int on_prereq(void* self, char* remote_ip, char* local_ip, int remote_port,
                        int local_port) noexcept;
 
-  void configure();
+  void reset_run_state();
+  // Starts a libcurl transfer for this run: the whole run, or (`url` set) the
+  // hops after a redirect the direct client received.
+  void start_curl(const std::string* url = nullptr, long max_redirects = -1,
+                  int64_t timeout_ms = -1);
+  void configure(const std::string& url, long max_redirects, int64_t timeout_ms);
+  // The direct client got a redirect: libcurl follows it, and `carry` (the
+  // first hop's phases) is added to what libcurl measures.
+  void continue_with_curl(const std::string& url, const Outcome& carry, DoneCallback done);
   void finish(CURLcode code);
-  ProbeResult result(CURLcode code) const;
+  ProbeResult curl_result(CURLcode code) const;
+  // The result of a run: samples, success and summary.
+  ProbeResult evaluate(const Outcome& o) const;
   std::string error_summary(CURLcode code) const;
   std::string expected_status() const;
 
   runtime::CurlMulti& curl_;
+  uv_loop_t* loop_;
   const std::chrono::milliseconds timeout_;
-  const HttpSpec spec_;
-  const bool keep_body_;  // only regexes need the body itself
-  CURL* easy_ = nullptr;  // from the pool while a run is in flight
-  curl_slist* headers_ = nullptr;
-  curl_slist* connect_to_ = nullptr;
-  char error_[CURL_ERROR_SIZE] = {};
+  const std::shared_ptr<const HttpSpec> spec_;
+  const bool keep_body_;              // only regexes need the body itself
+  CURL* easy_ = nullptr;              // from the pool while a libcurl transfer is in flight
+  curl_slist* headers_ = nullptr;     // built on the first libcurl transfer
+  curl_slist* connect_to_ = nullptr;  // likewise
+  bool curl_lists_built_ = false;
+  std::unique_ptr<char[]> error_;  // CURL_ERROR_SIZE bytes, for libcurl transfers only
 
   // State of the current run, reset by start().
   DoneCallback done_;
+  Direct* direct_ = nullptr;  // the direct client's run in flight
   bool running_ = false;
   Phase phase_ = Phase::kIdle;
   uint64_t started_ns_ = 0;
@@ -470,17 +607,569 @@ class HttpProbe final : public Probe {
   int family_ = AF_UNSPEC;        // of the last connection attempt
   std::string_view tls_version_;  // of the last connection, empty if not TLS
   tls::ChainExpiry expiry_;       // of the last connection's certificates
+  Carry carry_;                   // a direct hop before libcurl took over, if any
 };
 
-HttpProbe::HttpProbe(const ProbeContext& ctx, const CheckTarget& check, const HttpSpec& spec)
-    : curl_(*ctx.curl),
-      timeout_(check.timeout),
-      spec_(spec),
-      keep_body_(!spec.must_match.empty() || !spec.must_not_match.empty()) {
-  for (const auto& line : spec_.header_lines) headers_ = curl_slist_append(headers_, line.c_str());
-  if (!spec_.connect_to.empty())
-    connect_to_ = curl_slist_append(connect_to_, spec_.connect_to.c_str());
+// The direct client: one request on a fresh connection to an IP address,
+// written with one write, the response parsed here (status line, headers,
+// Content-Length, chunked or until EOF). Like the TCP probe's Connection it is
+// not owned by the probe: it deletes itself once its handles are closed, and
+// delivers the result from the last close callback, so done is asynchronous
+// and the handles are gone by then. While the probe wants the result, probe_
+// points to it.
+class Direct {
+ public:
+  Direct(HttpProbe* probe, DoneCallback done)
+      : probe_(probe), done_(std::move(done)), spec_(probe->spec_) {}
+  Direct(const Direct&) = delete;
+  Direct& operator=(const Direct&) = delete;
+
+  void begin(uv_loop_t* loop, std::chrono::milliseconds timeout);
+  // The probe no longer wants the result: close, never call done.
+  void abandon();
+
+ private:
+  enum class State { kHead, kBody, kBodyToEof, kChunkSize, kChunkData, kChunkEnd, kTrailers };
+
+  void connected(int status);
+  void received(const char* data, size_t len);
+  void eof();
+  // Parses one complete header block; false if it failed the run.
+  bool head(std::string_view block);
+  bool body(const char* data, size_t len);
+  void chunked(const char*& data, size_t& len);
+  // The line so far of a chunk size or trailer; true once it is complete.
+  bool take_line(const char*& data, size_t& len, std::string_view* line);
+  void complete();
+  void fail(std::string summary, bool timed_out = false);
+  void redirect(const std::string& location);
+  void finish(const Outcome& o);
+  void close_handles();
+  void closed();
+  Outcome measured() const;
+  void set_phase(HttpProbe::Phase p) {
+    if (probe_) probe_->phase_ = p;
+  }
+
+  static void on_connected(uv_connect_t* req, int status) noexcept;
+  static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) noexcept;
+  static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept;
+  static void on_written(uv_write_t* req, int status) noexcept;
+  static void on_timer(uv_timer_t* timer) noexcept;
+  static void on_closed(uv_handle_t* handle) noexcept;
+  template <typename F>
+  static void guarded(Direct* self, F&& f) noexcept;
+
+  HttpProbe* probe_;
+  DoneCallback done_;
+  std::shared_ptr<const HttpSpec> spec_;
+  std::chrono::milliseconds timeout_{0};
+  uv_tcp_t tcp_{};
+  uv_timer_t timer_{};
+  uv_connect_t connect_req_{};
+  uv_write_t write_req_{};
+  ProbeResult result_;
+  int open_handles_ = 0;
+  bool closing_ = false;
+  bool deliver_ = false;  // closed() hands result_ to done_
+  State state_ = State::kHead;
+  uint64_t connect_ns_ = 0, connected_ns_ = 0, first_byte_ns_ = 0;
+  std::string head_;       // the response up to the end of its headers
+  std::string line_;       // a chunk-size or trailer line so far
+  int64_t remaining_ = 0;  // of a Content-Length body or of the current chunk
+  // From the final header block.
+  long status_ = 0;
+  double version_ = 0;
+  int64_t content_length_ = -1;
+  int64_t last_modified_ = -1;
+};
+
+// libcurl stops reading headers at 100 KiB; so does the direct client.
+constexpr size_t kMaxHeaderBytes = 100 * 1024;
+constexpr size_t kReadBufferBytes = 64 * 1024;
+
+// libuv fills this and the read callback consumes it at once, so one buffer
+// serves every direct connection on the loop thread.
+char* read_buffer() {
+  thread_local std::unique_ptr<char[]> buf(new char[kReadBufferBytes]);
+  // The analyzer takes the thread_local for a local destroyed on return.
+  return buf.get();  // NOLINT(clang-analyzer-cplusplus.NewDelete)
 }
+
+double seconds(uint64_t from_ns, uint64_t to_ns) {
+  return from_ns && to_ns > from_ns ? static_cast<double>(to_ns - from_ns) / 1e9 : 0.0;
+}
+
+std::string_view trim(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t' || v.back() == '\r'))
+    v.remove_suffix(1);
+  return v;
+}
+
+template <typename F>
+void Direct::guarded(Direct* self, F&& f) noexcept {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    if (!self->closing_) self->fail(std::string("internal error: ") + e.what());
+  } catch (...) {
+    if (!self->closing_) self->fail("internal error");
+  }
+}
+
+void Direct::begin(uv_loop_t* loop, std::chrono::milliseconds timeout) {
+  timeout_ = timeout;
+  uv_tcp_init(loop, &tcp_);
+  tcp_.data = this;
+  uv_timer_init(loop, &timer_);
+  timer_.data = this;
+  open_handles_ = 2;
+  // The scheduler cancels at the check's timeout; this is the safety net, as
+  // CURLOPT_TIMEOUT_MS is for libcurl transfers.
+  uv_timer_start(&timer_, &on_timer, static_cast<uint64_t>(std::max<int64_t>(timeout.count(), 1)),
+                 0);
+  set_phase(HttpProbe::Phase::kConnecting);
+  if (probe_) probe_->family_ = spec_->direct_addr.sa.sa_family;
+  connect_ns_ = uv_hrtime();
+  connect_req_.data = this;
+  int rc = uv_tcp_connect(&connect_req_, &tcp_, &spec_->direct_addr.sa, &on_connected);
+  if (rc < 0) connected(rc);
+}
+
+void Direct::abandon() {
+  probe_ = nullptr;
+  done_ = nullptr;
+  deliver_ = false;
+  if (!closing_) close_handles();
+}
+
+void Direct::connected(int status) {
+  if (closing_) return;  // UV_ECANCELED from closing the handle
+  if (status < 0) {
+    if (status == UV_ECONNREFUSED) {
+      fail("connection refused");
+    } else {
+      fail(fmt::format("cannot connect: {}", lower_first(std::strerror(-status))));
+    }
+    return;
+  }
+  connected_ns_ = uv_hrtime();
+  set_phase(HttpProbe::Phase::kWaiting);
+  auto* stream = reinterpret_cast<uv_stream_t*>(&tcp_);
+  const std::string& req = spec_->direct_request;
+  // A fresh connection's send buffer takes a request at once: one write(2),
+  // no write request. Whatever it did not take goes the usual way.
+  uv_buf_t buf = uv_buf_init(const_cast<char*>(req.data()), static_cast<unsigned>(req.size()));
+  int n = uv_try_write(stream, &buf, 1);
+  if (n < 0 && n != UV_EAGAIN) {
+    fail(n == UV_ECONNRESET || n == UV_EPIPE ? "connection reset by peer"
+                                             : fmt::format("send failure: {}", std::strerror(-n)));
+    return;
+  }
+  if (static_cast<size_t>(std::max(n, 0)) < req.size()) {
+    size_t sent = static_cast<size_t>(std::max(n, 0));
+    buf =
+        uv_buf_init(const_cast<char*>(req.data() + sent), static_cast<unsigned>(req.size() - sent));
+    write_req_.data = this;
+    int rc = uv_write(&write_req_, stream, &buf, 1, &on_written);
+    if (rc < 0) {
+      fail(fmt::format("send failure: {}", std::strerror(-rc)));
+      return;
+    }
+  }
+  int rc = uv_read_start(stream, &on_alloc, &on_read);
+  if (rc < 0) fail(fmt::format("recv failure: {}", std::strerror(-rc)));
+}
+
+void Direct::received(const char* data, size_t len) {
+  if (!first_byte_ns_) {
+    first_byte_ns_ = uv_hrtime();
+    set_phase(HttpProbe::Phase::kHeaders);
+  }
+  while (len > 0 && !closing_) {
+    switch (state_) {
+      case State::kHead: {
+        const size_t before = head_.size();
+        const size_t take = std::min(len, kMaxHeaderBytes + 4 - std::min(before, kMaxHeaderBytes));
+        head_.append(data, take);
+        // As libcurl: bytes that do not start like a status line are HTTP/0.9.
+        const size_t prefix = std::min<size_t>(head_.size(), 5);
+        if (head_.compare(0, prefix, std::string_view("HTTP/").substr(0, prefix)) != 0) {
+          fail("not an HTTP response (received HTTP/0.9 when not allowed)");
+          return;
+        }
+        size_t from = before > 3 ? before - 3 : 0;
+        size_t end = head_.find("\r\n\r\n", from);
+        size_t sep = 4;
+        if (size_t lf = head_.find("\n\n", from); lf != std::string::npos && lf < end) {
+          end = lf;
+          sep = 2;
+        }
+        if (end == std::string::npos) {
+          if (head_.size() > kMaxHeaderBytes) {
+            fail(fmt::format("response headers larger than {} bytes", kMaxHeaderBytes));
+            return;
+          }
+          data += take;
+          len -= take;
+          break;
+        }
+        // Bytes after the header block belong to the body (or the next block).
+        const size_t used = end + sep - before;
+        data += used;
+        len -= used;
+        std::string block = head_.substr(0, end + sep);
+        head_.clear();
+        if (!head(block)) return;
+        break;
+      }
+      case State::kBody: {
+        size_t n = static_cast<size_t>(std::min<int64_t>(remaining_, static_cast<int64_t>(len)));
+        if (!body(data, n)) return;
+        remaining_ -= static_cast<int64_t>(n);
+        if (remaining_ == 0) {
+          complete();
+          return;
+        }
+        data += n;
+        len -= n;
+        break;
+      }
+      case State::kBodyToEof:
+        if (!body(data, len)) return;
+        len = 0;
+        break;
+      default: chunked(data, len); break;
+    }
+  }
+}
+
+bool Direct::head(std::string_view block) {
+  size_t eol = block.find('\n');
+  std::string_view status_line = trim(block.substr(0, eol));
+  // "HTTP/1.1 200 OK"
+  size_t sp = status_line.find(' ');
+  std::string_view version = status_line.substr(5, sp == std::string_view::npos ? sp : sp - 5);
+  double v = version == "1.1" ? 1.1 : version == "1.0" ? 1.0 : version == "2" ? 2 : 0;
+  std::string_view rest = sp == std::string_view::npos ? "" : status_line.substr(sp + 1);
+  long code = 0;
+  auto [p, ec] = std::from_chars(rest.data(), rest.data() + std::min<size_t>(rest.size(), 3), code);
+  if (v == 0) {
+    fail("not an HTTP response (unsupported HTTP version in response)");
+    return false;
+  }
+  if (ec != std::errc() || p != rest.data() + 3 || code < 100 ||
+      (rest.size() > 3 && rest[3] != ' ')) {
+    fail("not an HTTP response (invalid status line)");
+    return false;
+  }
+  std::string_view reason = rest.size() > 4 ? trim(rest.substr(4)) : std::string_view();
+  bool chunked = false;
+  int64_t length = -1;
+  std::string location;
+  std::string last_modified;
+  size_t at = eol == std::string_view::npos ? block.size() : eol + 1;
+  while (at < block.size()) {
+    size_t next = block.find('\n', at);
+    std::string_view line = block.substr(at, next == std::string_view::npos ? next : next - at);
+    at = next == std::string_view::npos ? block.size() : next + 1;
+    size_t colon = line.find(':');
+    if (colon == std::string_view::npos) continue;
+    std::string_view name = line.substr(0, colon);
+    std::string_view value = trim(line.substr(colon + 1));
+    if (iequals(name, "Content-Length")) {
+      int64_t n = -1;
+      auto [q, e] = std::from_chars(value.data(), value.data() + value.size(), n);
+      if (e != std::errc() || q != value.data() + value.size() || n < 0) {
+        fail("not an HTTP response (invalid Content-Length)");
+        return false;
+      }
+      if (length < 0) length = n;
+    } else if (iequals(name, "Transfer-Encoding")) {
+      // Chunked if it is the last coding.
+      size_t comma = value.rfind(',');
+      chunked = iequals(trim(comma == std::string_view::npos ? value : value.substr(comma + 1)),
+                        "chunked");
+    } else if (iequals(name, "Location")) {
+      location.assign(value);
+    } else if (iequals(name, "Last-Modified")) {
+      last_modified.assign(value);
+    }
+  }
+  if (code < 200 && code != 101) {
+    return true;  // an interim response (100 Continue, 103 Early Hints): the next block follows
+  }
+  status_ = code;
+  version_ = v;
+  // As libcurl: 204 and 304 have an empty body whatever they declare.
+  content_length_ = code == 204 || code == 304 ? 0 : length;
+  if (!last_modified.empty()) last_modified_ = curl_getdate(last_modified.c_str(), nullptr);
+  if (probe_) probe_->reason_.assign(reason.substr(0, 100));
+  set_phase(HttpProbe::Phase::kBody);
+  if (spec_->follow_redirects && code >= 300 && code < 400 && !location.empty()) {
+    redirect(location);
+    return false;
+  }
+  const bool head_request = spec_->method == "HEAD";
+  if (head_request || code == 204 || code == 304 || code == 101) {
+    complete();
+    return false;
+  }
+  if (chunked) {
+    state_ = State::kChunkSize;
+  } else if (length >= 0) {
+    if (length > spec_->max_body_bytes) {
+      fail(fmt::format("body larger than {} bytes", spec_->max_body_bytes));
+      return false;
+    }
+    if (length == 0) {
+      complete();
+      return false;
+    }
+    remaining_ = length;
+    state_ = State::kBody;
+  } else {
+    state_ = State::kBodyToEof;
+  }
+  return true;
+}
+
+bool Direct::body(const char* data, size_t len) {
+  if (!probe_ || len == 0) return true;
+  if (probe_->body_bytes_ + static_cast<int64_t>(len) > spec_->max_body_bytes) {
+    probe_->body_too_large_ = true;
+    fail(fmt::format("body larger than {} bytes", spec_->max_body_bytes));
+    return false;
+  }
+  if (probe_->keep_body_) probe_->body_.append(data, len);
+  probe_->body_bytes_ += static_cast<int64_t>(len);
+  return true;
+}
+
+bool Direct::take_line(const char*& data, size_t& len, std::string_view* line) {
+  const char* nl = static_cast<const char*>(std::memchr(data, '\n', len));
+  size_t take = nl ? static_cast<size_t>(nl - data) + 1 : len;
+  line_.append(data, take);
+  data += take;
+  len -= take;
+  if (line_.size() > 4096) {
+    fail("problem in the chunked-encoded data");
+    return false;
+  }
+  if (!nl) return false;
+  *line = trim(std::string_view(line_).substr(0, line_.size() - 1));
+  return true;
+}
+
+void Direct::chunked(const char*& data, size_t& len) {
+  std::string_view line;
+  switch (state_) {
+    case State::kChunkSize: {
+      if (!take_line(data, len, &line)) return;
+      line = line.substr(0, line.find(';'));  // chunk extensions
+      uint64_t size = 0;
+      auto [p, ec] = std::from_chars(line.data(), line.data() + line.size(), size, 16);
+      line_.clear();
+      if (ec != std::errc() || p != line.data() + line.size() || line.empty() ||
+          size > static_cast<uint64_t>(INT64_MAX)) {
+        fail("problem in the chunked-encoded data");
+        return;
+      }
+      remaining_ = static_cast<int64_t>(size);
+      state_ = size == 0 ? State::kTrailers : State::kChunkData;
+      return;
+    }
+    case State::kChunkData: {
+      size_t n = static_cast<size_t>(std::min<int64_t>(remaining_, static_cast<int64_t>(len)));
+      if (!body(data, n)) return;
+      remaining_ -= static_cast<int64_t>(n);
+      data += n;
+      len -= n;
+      if (remaining_ == 0) state_ = State::kChunkEnd;
+      return;
+    }
+    case State::kChunkEnd:
+      if (!take_line(data, len, &line)) return;
+      line_.clear();
+      if (!line.empty()) {
+        fail("problem in the chunked-encoded data");
+        return;
+      }
+      state_ = State::kChunkSize;
+      return;
+    case State::kTrailers:
+      if (!take_line(data, len, &line)) return;
+      line_.clear();
+      if (line.empty()) complete();
+      return;
+    default: return;
+  }
+}
+
+void Direct::eof() {
+  switch (state_) {
+    case State::kHead:
+      if (!first_byte_ns_) {
+        fail("empty reply from server");
+      } else {
+        fail("not an HTTP response (the connection closed in the response headers)");
+      }
+      return;
+    case State::kBodyToEof: complete(); return;
+    case State::kBody:
+      fail(fmt::format("transfer closed with {} bytes remaining to read", remaining_));
+      return;
+    default: fail("transfer closed with outstanding read data remaining"); return;
+  }
+}
+
+Outcome Direct::measured() const {
+  Outcome o;
+  const uint64_t now = uv_hrtime();
+  const uint64_t start = probe_ ? probe_->started_ns_ : connect_ns_;
+  o.resolve = seconds(start, connect_ns_);
+  o.connect = connected_ns_ ? seconds(connect_ns_, connected_ns_) : 0;
+  o.processing = first_byte_ns_ ? seconds(connected_ns_, first_byte_ns_) : 0;
+  o.transfer = first_byte_ns_ ? seconds(first_byte_ns_, now) : 0;
+  o.family = spec_->direct_addr.sa.sa_family;
+  return o;
+}
+
+void Direct::complete() {
+  Outcome o = measured();
+  o.status = status_;
+  o.http_version = version_;
+  o.content_length = content_length_;
+  o.last_modified = last_modified_;
+  finish(o);
+}
+
+void Direct::fail(std::string summary, bool timed_out) {
+  if (closing_) return;
+  Outcome o = measured();
+  o.error = std::move(summary);
+  o.timed_out = timed_out;
+  o.status = status_;
+  o.http_version = version_;
+  o.content_length = content_length_;
+  o.last_modified = last_modified_;
+  finish(o);
+}
+
+void Direct::redirect(const std::string& location) {
+  if (spec_->max_redirects == 0) {
+    fail("more than 0 redirects");
+    return;
+  }
+  CurlUrl next;
+  curl_url_set(next.u, CURLUPART_URL, spec_->url.c_str(), 0);
+  // Relative references resolve against the URL of this hop.
+  if (curl_url_set(next.u, CURLUPART_URL, location.c_str(), 0) != CURLUE_OK) {
+    fail(fmt::format("invalid redirect location \"{}\"", one_line(location.substr(0, 200))));
+    return;
+  }
+  std::optional<std::string> url = next.get(CURLUPART_URL);
+  if (!url) {
+    fail("invalid redirect location");
+    return;
+  }
+  Outcome carry = measured();
+  carry.redirects = 1;
+  HttpProbe* probe = probe_;
+  DoneCallback done = std::move(done_);
+  probe_ = nullptr;
+  close_handles();  // without a result: libcurl's transfer delivers it
+  if (probe) {
+    probe->direct_ = nullptr;
+    probe->continue_with_curl(*url, carry, std::move(done));
+  }
+}
+
+void Direct::finish(const Outcome& o) {
+  if (closing_) return;
+  if (probe_) {
+    result_ = probe_->evaluate(o);
+    deliver_ = true;
+  }
+  close_handles();
+}
+
+void Direct::close_handles() {
+  closing_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &on_closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &on_closed);
+}
+
+void Direct::closed() {
+  if (--open_handles_ > 0) return;
+  HttpProbe* probe = probe_;
+  DoneCallback done = std::move(done_);
+  ProbeResult result = std::move(result_);
+  const bool deliver = deliver_ && probe && done;
+  delete this;
+  if (!deliver) return;
+  probe->direct_ = nullptr;
+  probe->running_ = false;
+  probe->phase_ = HttpProbe::Phase::kIdle;
+  done(std::move(result));  // last: the callback may destroy the probe
+}
+
+void Direct::on_connected(uv_connect_t* req, int status) noexcept {
+  auto* self = static_cast<Direct*>(req->data);
+  guarded(self, [&] { self->connected(status); });
+}
+
+void Direct::on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) noexcept {
+  buf->base = read_buffer();
+  buf->len = kReadBufferBytes;
+}
+
+void Direct::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept {
+  auto* self = static_cast<Direct*>(stream->data);
+  guarded(self, [&] {
+    if (self->closing_ || nread == 0) return;
+    if (nread == UV_EOF) {
+      self->eof();
+    } else if (nread < 0) {
+      self->fail(nread == UV_ECONNRESET
+                     ? "connection reset by peer"
+                     : fmt::format("recv failure: {}", std::strerror(-static_cast<int>(nread))));
+    } else {
+      self->received(buf->base, static_cast<size_t>(nread));
+    }
+  });
+}
+
+void Direct::on_written(uv_write_t* req, int status) noexcept {
+  auto* self = static_cast<Direct*>(req->data);
+  guarded(self, [&] {
+    if (self->closing_ || status >= 0) return;
+    self->fail(status == UV_ECONNRESET || status == UV_EPIPE
+                   ? "connection reset by peer"
+                   : fmt::format("send failure: {}", std::strerror(-status)));
+  });
+}
+
+void Direct::on_timer(uv_timer_t* timer) noexcept {
+  auto* self = static_cast<Direct*>(timer->data);
+  guarded(self, [&] {
+    std::string_view phase = self->probe_ ? self->probe_->phase() : "idle";
+    self->fail(fmt::format("timed out after {} ms while {}", self->timeout_.count(), phase), true);
+  });
+}
+
+void Direct::on_closed(uv_handle_t* handle) noexcept {
+  static_cast<Direct*>(handle->data)->closed();
+}
+
+HttpProbe::HttpProbe(const ProbeContext& ctx, const CheckTarget& check,
+                     std::shared_ptr<const HttpSpec> spec)
+    : curl_(*ctx.curl),
+      loop_(ctx.loop),
+      timeout_(check.timeout),
+      spec_(std::move(spec)),
+      keep_body_(!spec_->x().must_match.empty() || !spec_->x().must_not_match.empty()) {}
 
 HttpProbe::~HttpProbe() {
   cancel();
@@ -490,15 +1179,24 @@ HttpProbe::~HttpProbe() {
 
 // Sets up a pooled easy handle for this check; done for every run because the
 // handle is shared with other checks between runs.
-void HttpProbe::configure() {
+void HttpProbe::configure(const std::string& url, long max_redirects, int64_t timeout_ms) {
+  if (!curl_lists_built_) {
+    for (const auto& line : spec_->x().header_lines)
+      headers_ = curl_slist_append(headers_, line.c_str());
+    if (!spec_->x().connect_to.empty())
+      connect_to_ = curl_slist_append(connect_to_, spec_->x().connect_to.c_str());
+    curl_lists_built_ = true;
+  }
+  if (!error_) error_ = std::make_unique<char[]>(CURL_ERROR_SIZE);
+  error_[0] = '\0';
   CURL* e = easy_;
-  curl_easy_setopt(e, CURLOPT_URL, spec_.url.c_str());
+  curl_easy_setopt(e, CURLOPT_URL, url.c_str());
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, error_);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, error_.get());
   // The scheduler cancels at the check's timeout; this is the safety net.
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_.count()));
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_ms));
   // Each run measures a whole connection, DNS and TLS handshake included, and
   // sees the certificate: nothing is reused from the previous run.
   curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
@@ -524,48 +1222,46 @@ void HttpProbe::configure() {
 
   // curl's own method is GET, or POST with a body. Only a different one is
   // forced, because a forced method also sticks to every redirect.
-  if (spec_.method == "HEAD") {
+  if (spec_->method == "HEAD") {
     curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-  } else if (spec_.method != (spec_.body ? "POST" : "GET")) {
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, spec_.method.c_str());
+  } else if (spec_->method != (spec_->x().body ? "POST" : "GET")) {
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, spec_->method.c_str());
   }
-  if (spec_.body) {
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(spec_.body->size()));
-    curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, spec_.body->c_str());
+  if (spec_->x().body) {
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                     static_cast<curl_off_t>(spec_->x().body->size()));
+    curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, spec_->x().body->c_str());
   }
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers_);
   if (connect_to_) curl_easy_setopt(e, CURLOPT_CONNECT_TO, connect_to_);
 
-  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, spec_.follow_redirects ? 1L : 0L);
-  curl_easy_setopt(e, CURLOPT_MAXREDIRS, static_cast<long>(spec_.max_redirects));
-  curl_easy_setopt(e, CURLOPT_IPRESOLVE, spec_.ip_resolve);
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, spec_->follow_redirects ? 1L : 0L);
+  curl_easy_setopt(e, CURLOPT_MAXREDIRS, max_redirects);
+  curl_easy_setopt(e, CURLOPT_IPRESOLVE, spec_->ip_resolve);
 
-  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, spec_.tls_insecure ? 0L : 1L);
-  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, spec_.tls_insecure ? 0L : 2L);
-  if (!spec_.tls_ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, spec_.tls_ca_file.c_str());
-  if (!spec_.tls_cert_file.empty())
-    curl_easy_setopt(e, CURLOPT_SSLCERT, spec_.tls_cert_file.c_str());
-  if (!spec_.tls_key_file.empty()) curl_easy_setopt(e, CURLOPT_SSLKEY, spec_.tls_key_file.c_str());
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, spec_->tls_insecure ? 0L : 1L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, spec_->tls_insecure ? 0L : 2L);
+  if (!spec_->x().tls_ca_file.empty())
+    curl_easy_setopt(e, CURLOPT_CAINFO, spec_->x().tls_ca_file.c_str());
+  if (!spec_->x().tls_cert_file.empty())
+    curl_easy_setopt(e, CURLOPT_SSLCERT, spec_->x().tls_cert_file.c_str());
+  if (!spec_->x().tls_key_file.empty())
+    curl_easy_setopt(e, CURLOPT_SSLKEY, spec_->x().tls_key_file.c_str());
 
-  if (!spec_.basic_auth_user.empty()) {
+  if (!spec_->x().basic_auth_user.empty()) {
     curl_easy_setopt(e, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
-    curl_easy_setopt(e, CURLOPT_USERNAME, spec_.basic_auth_user.c_str());
-    curl_easy_setopt(e, CURLOPT_PASSWORD, spec_.basic_auth_password.c_str());
+    curl_easy_setopt(e, CURLOPT_USERNAME, spec_->x().basic_auth_user.c_str());
+    curl_easy_setopt(e, CURLOPT_PASSWORD, spec_->x().basic_auth_password.c_str());
   }
   // Refuses a declared Content-Length above the limit before reading; on_write
   // enforces it for bodies of unknown length. A HEAD response declares the
   // length of a body it does not have.
-  if (spec_.method != "HEAD")
-    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(spec_.max_body_bytes));
+  if (spec_->method != "HEAD")
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(spec_->max_body_bytes));
 }
 
-void HttpProbe::start(DoneCallback done) {
-  // The scheduler never overlaps runs; a second start would lose the first done.
-  if (running_) cancel();
-  done_ = std::move(done);
-  running_ = true;
+void HttpProbe::reset_run_state() {
   phase_ = Phase::kResolving;
-  started_ns_ = uv_hrtime();
   body_.clear();
   body_bytes_ = 0;
   body_too_large_ = false;
@@ -573,24 +1269,57 @@ void HttpProbe::start(DoneCallback done) {
   tls_version_ = {};
   family_ = AF_UNSPEC;
   expiry_.clear();
-  error_[0] = '\0';
+  carry_ = Carry{};
+}
+
+void HttpProbe::start(DoneCallback done) {
+  // The scheduler never overlaps runs; a second start would lose the first done.
+  if (running_) cancel();
+  running_ = true;
+  started_ns_ = uv_hrtime();
+  reset_run_state();
+  if (spec_->direct) {
+    direct_ = new Direct(this, std::move(done));
+    direct_->begin(loop_, timeout_);
+    return;
+  }
+  done_ = std::move(done);
+  start_curl();
+}
+
+void HttpProbe::start_curl(const std::string* url, long max_redirects, int64_t timeout_ms) {
   easy_ = curl_.acquire();
-  configure();
+  configure(url ? *url : spec_->url, max_redirects >= 0 ? max_redirects : spec_->max_redirects,
+            timeout_ms >= 0 ? timeout_ms : timeout_.count());
   curl_.add(easy_, [this](int code) { finish(static_cast<CURLcode>(code)); });
+}
+
+void HttpProbe::continue_with_curl(const std::string& url, const Outcome& carry,
+                                   DoneCallback done) {
+  done_ = std::move(done);
+  carry_ = Carry{carry.resolve, carry.connect, carry.processing, carry.transfer, carry.redirects};
+  phase_ = Phase::kResolving;
+  const int64_t elapsed_ms = static_cast<int64_t>((uv_hrtime() - started_ns_) / 1000000);
+  start_curl(&url, spec_->max_redirects - 1, std::max<int64_t>(timeout_.count() - elapsed_ms, 1));
 }
 
 void HttpProbe::cancel() {
   if (!running_) return;
-  curl_.remove(easy_);
-  curl_.release(easy_);
-  easy_ = nullptr;
+  if (direct_) {
+    direct_->abandon();
+    direct_ = nullptr;
+  } else if (easy_) {
+    curl_.remove(easy_);
+    curl_.release(easy_);
+    easy_ = nullptr;
+  }
   running_ = false;
   phase_ = Phase::kIdle;
   done_ = nullptr;
 }
 
 void HttpProbe::finish(CURLcode code) {
-  ProbeResult r = result(code);
+  ProbeResult r = curl_result(code);
   curl_.release(easy_);
   easy_ = nullptr;
   running_ = false;
@@ -617,7 +1346,7 @@ size_t HttpProbe::on_write(char* data, size_t size, size_t n, void* p) noexcept 
   auto* self = static_cast<HttpProbe*>(p);
   const size_t len = size * n;
   self->phase_ = Phase::kBody;
-  if (self->body_bytes_ + static_cast<int64_t>(len) > self->spec_.max_body_bytes) {
+  if (self->body_bytes_ + static_cast<int64_t>(len) > self->spec_->max_body_bytes) {
     self->body_too_large_ = true;
     return 0;  // curl aborts the transfer with CURLE_WRITE_ERROR
   }
@@ -695,19 +1424,20 @@ int HttpProbe::on_prereq(void* p, char*, char*, int, int) noexcept {
 }
 
 std::string HttpProbe::expected_status() const {
-  if (spec_.valid_status.empty()) return "2xx";
-  return fmt::format("{}", fmt::join(spec_.valid_status, ", "));
+  if (spec_->x().valid_status.empty()) return "2xx";
+  return fmt::format("{}", fmt::join(spec_->x().valid_status, ", "));
 }
 
 std::string HttpProbe::error_summary(CURLcode code) const {
-  const std::string detail = one_line(error_[0] ? error_ : curl_easy_strerror(code));
+  const std::string detail =
+      one_line(error_ && error_[0] ? error_.get() : curl_easy_strerror(code));
   long os_errno = 0;
   curl_easy_getinfo(easy_, CURLINFO_OS_ERRNO, &os_errno);
   switch (code) {
     case CURLE_WRITE_ERROR:
     case CURLE_FILESIZE_EXCEEDED:
       if (body_too_large_ || code == CURLE_FILESIZE_EXCEEDED)
-        return fmt::format("body larger than {} bytes", spec_.max_body_bytes);
+        return fmt::format("body larger than {} bytes", spec_->max_body_bytes);
       break;
     case CURLE_COULDNT_CONNECT:
       if (os_errno == ECONNREFUSED) return "connection refused";
@@ -722,7 +1452,7 @@ std::string HttpProbe::error_summary(CURLcode code) const {
     case CURLE_OPERATION_TIMEDOUT:
       return fmt::format("timed out after {} ms while {}", timeout_.count(), phase_name(phase_));
     case CURLE_TOO_MANY_REDIRECTS:
-      return fmt::format("more than {} redirects", spec_.max_redirects);
+      return fmt::format("more than {} redirects", spec_->max_redirects);
     case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_WEIRD_SERVER_REPLY:
       if (reason_.empty() && phase_ != Phase::kBody)
@@ -737,10 +1467,8 @@ std::string HttpProbe::error_summary(CURLcode code) const {
   return lower_first(detail);
 }
 
-ProbeResult HttpProbe::result(CURLcode code) const {
-  ProbeResult r;
-  r.duration_seconds = static_cast<double>(uv_hrtime() - started_ns_) / 1e9;
-
+ProbeResult HttpProbe::curl_result(CURLcode code) const {
+  Outcome o;
   long status = 0, version = 0, redirects = 0;
   curl_off_t content_length = -1, last_modified = -1;
   curl_off_t t_dns = 0, t_connect = 0, t_tls = 0, t_pretransfer = 0, t_first = 0, t_total = 0;
@@ -761,55 +1489,74 @@ ProbeResult HttpProbe::result(CURLcode code) const {
   curl_easy_getinfo(easy_, CURLINFO_PRIMARY_IP, &ip);
 
   // blackbox phases from curl's cumulative timestamps (µs since the start of
-  // each request, summed over redirects by curl, as blackbox sums them).
+  // each request, summed over redirects by curl, as blackbox sums them), plus
+  // what a direct first hop measured before a redirect handed over to curl.
   auto seconds = [](curl_off_t us) { return us > 0 ? static_cast<double>(us) / 1e6 : 0.0; };
-  const double resolve = seconds(t_dns);
-  const double connect = t_connect > 0 ? seconds(t_connect - t_dns) : 0;
-  const double tls = t_tls > 0 ? seconds(t_tls - t_connect) : 0;
-  const double processing = t_first > 0 ? seconds(t_first - t_pretransfer) : 0;
-  const double transfer = t_first > 0 ? seconds(t_total - t_first) : 0;
-  r.add(kPhaseDuration, resolve, "resolve");
-  r.add(kPhaseDuration, connect, "connect");
-  r.add(kPhaseDuration, tls, "tls");
-  r.add(kPhaseDuration, processing, "processing");
-  r.add(kPhaseDuration, transfer, "transfer");
-  r.add(metrics::kDnsLookupTime, resolve);
+  o.resolve = carry_.resolve + seconds(t_dns);
+  o.connect = carry_.connect + (t_connect > 0 ? seconds(t_connect - t_dns) : 0);
+  o.tls = t_tls > 0 ? seconds(t_tls - t_connect) : 0;
+  o.processing = carry_.processing + (t_first > 0 ? seconds(t_first - t_pretransfer) : 0);
+  o.transfer = carry_.transfer + (t_first > 0 ? seconds(t_total - t_first) : 0);
   if (ip && *ip) {
-    r.add(metrics::kIpProtocol, std::strchr(ip, ':') ? 6 : 4);
-  } else if (family_ == AF_INET || family_ == AF_INET6) {
-    r.add(metrics::kIpProtocol, family_ == AF_INET6 ? 6 : 4);  // the connection failed
+    o.family = std::strchr(ip, ':') ? AF_INET6 : AF_INET;
+  } else {
+    o.family = family_;  // the connection failed
   }
+  o.status = status;
+  o.content_length = content_length;
+  o.last_modified = last_modified;
+  o.redirects = carry_.redirects + redirects;
+  o.https = scheme && iequals(scheme, "https");
+  switch (version) {
+    case CURL_HTTP_VERSION_1_0: o.http_version = 1.0; break;
+    case CURL_HTTP_VERSION_1_1: o.http_version = 1.1; break;
+    case CURL_HTTP_VERSION_2_0: o.http_version = 2; break;
+    case CURL_HTTP_VERSION_3: o.http_version = 3; break;
+  }
+  if (code != CURLE_OK) {
+    o.error = error_summary(code);
+    o.timed_out = code == CURLE_OPERATION_TIMEDOUT;
+  }
+  return evaluate(o);
+}
 
+ProbeResult HttpProbe::evaluate(const Outcome& o) const {
+  ProbeResult r;
+  r.samples.reserve(20);
+  r.duration_seconds = static_cast<double>(uv_hrtime() - started_ns_) / 1e9;
+  r.add(kPhaseDuration, o.resolve, "resolve");
+  r.add(kPhaseDuration, o.connect, "connect");
+  r.add(kPhaseDuration, o.tls, "tls");
+  r.add(kPhaseDuration, o.processing, "processing");
+  r.add(kPhaseDuration, o.transfer, "transfer");
+  r.add(metrics::kDnsLookupTime, o.resolve);
+  if (o.family == AF_INET || o.family == AF_INET6)
+    r.add(metrics::kIpProtocol, o.family == AF_INET6 ? 6 : 4);
+
+  const long status = o.status;
   const bool responded = status > 0;
   r.add(kStatusCode, static_cast<double>(status));
-  r.add(kContentLength, responded ? static_cast<double>(content_length) : 0);
+  r.add(kContentLength, responded ? static_cast<double>(o.content_length) : 0);
   r.add(kBodyLength, static_cast<double>(body_bytes_));
-  r.add(kRedirects, static_cast<double>(redirects));
-  r.add(kSsl, responded && scheme && iequals(scheme, "https") ? 1 : 0);
-  double http_version = 0;
-  switch (version) {
-    case CURL_HTTP_VERSION_1_0: http_version = 1.0; break;
-    case CURL_HTTP_VERSION_1_1: http_version = 1.1; break;
-    case CURL_HTTP_VERSION_2_0: http_version = 2; break;
-    case CURL_HTTP_VERSION_3: http_version = 3; break;
-  }
-  r.add(kHttpVersion, http_version);
-  if (responded && last_modified >= 0) r.add(kLastModified, static_cast<double>(last_modified));
+  r.add(kRedirects, static_cast<double>(o.redirects));
+  r.add(kSsl, responded && o.https ? 1 : 0);
+  r.add(kHttpVersion, o.http_version);
+  if (responded && o.last_modified >= 0) r.add(kLastModified, static_cast<double>(o.last_modified));
   if (!tls_version_.empty()) r.add(metrics::kTlsVersion, 1, std::string(tls_version_));
   expiry_.add_samples(r);
 
   bool regex_failed = false;
-  if (code != CURLE_OK) {
-    r.summary = error_summary(code);
-    r.timed_out = code == CURLE_OPERATION_TIMEDOUT;
-  } else if (spec_.valid_status.empty()
+  if (!o.error.empty()) {
+    r.summary = o.error;
+    r.timed_out = o.timed_out;
+  } else if (spec_->x().valid_status.empty()
                  ? status < 200 || status > 299
-                 : std::find(spec_.valid_status.begin(), spec_.valid_status.end(), status) ==
-                       spec_.valid_status.end()) {
+                 : std::find(spec_->x().valid_status.begin(), spec_->x().valid_status.end(),
+                             status) == spec_->x().valid_status.end()) {
     r.summary = fmt::format("HTTP {}{}{} (expected {})", status, reason_.empty() ? "" : " ",
                             one_line(reason_), expected_status());
   } else {
-    for (const auto& re : spec_.must_match) {
+    for (const auto& re : spec_->x().must_match) {
       std::string why;
       if (re.search(body_, &why)) continue;
       r.summary = why.empty() ? fmt::format("body does not match \"{}\"", re.pattern())
@@ -817,7 +1564,7 @@ ProbeResult HttpProbe::result(CURLcode code) const {
       regex_failed = true;
       break;
     }
-    for (const auto& re : spec_.must_not_match) {
+    for (const auto& re : spec_->x().must_not_match) {
       if (regex_failed) break;
       std::string why;
       const bool found = re.search(body_, &why);
@@ -828,11 +1575,10 @@ ProbeResult HttpProbe::result(CURLcode code) const {
     }
     if (!regex_failed) {
       r.success = true;
-      r.summary =
-          fmt::format("HTTP {}{}{} in {} ms", status, reason_.empty() ? "" : " ", one_line(reason_),
-                      static_cast<int64_t>(r.duration_seconds * 1000 + 0.5));
-      if (redirects > 0)
-        r.summary += fmt::format(" after {} redirect{}", redirects, redirects == 1 ? "" : "s");
+      r.summary = fmt::format("HTTP {}{}{} in {} ms", status, reason_.empty() ? "" : " ",
+                              one_line(reason_), std::llround(r.duration_seconds * 1000));
+      if (o.redirects > 0)
+        r.summary += fmt::format(" after {} redirect{}", o.redirects, o.redirects == 1 ? "" : "s");
     }
   }
   r.add(metrics::kFailedDueToRegex, regex_failed ? 1 : 0);
@@ -842,7 +1588,9 @@ ProbeResult HttpProbe::result(CURLcode code) const {
 
 std::unique_ptr<Probe> create(const ProbeContext& ctx, const CheckTarget& check,
                               const ProbeSpec& spec) {
-  return std::make_unique<HttpProbe>(ctx, check, static_cast<const HttpSpec&>(spec));
+  // Probes share the parsed spec instead of copying it (~0.5 KiB per check).
+  return std::make_unique<HttpProbe>(ctx, check,
+                                     static_cast<const HttpSpec&>(spec).shared_from_this());
 }
 
 }  // namespace

@@ -37,7 +37,6 @@ using test::sample;
 using ::testing::AllOf;
 using ::testing::DoubleNear;
 using ::testing::HasSubstr;
-using ::testing::Not;
 using ::testing::StartsWith;
 
 const std::string kPlugins = "/usr/lib/nagios/plugins/";
@@ -472,7 +471,7 @@ TEST_F(ExecProbeTest, LongSummaryIsCapped) {
 TEST_F(ExecProbeTest, CancelKillsTheWholeProcessGroup) {
   Probe& probe = make({plugin("hang.py"), dir()});
   bool fired = false;
-  probe.start([&](ProbeResult) { fired = true; });
+  probe.start([&](const ProbeResult&) { fired = true; });
   EXPECT_EQ(probe.phase(), "running " + plugin("hang.py"));
   pid_t plugin_pid = wait_for_pid("plugin.pid");
   pid_t grandchild = wait_for_pid("grandchild.pid");
@@ -493,7 +492,7 @@ TEST_F(ExecProbeTest, CancelKillsTheWholeProcessGroup) {
 TEST_F(ExecProbeTest, PluginIgnoringSigtermIsKilledAfterGrace) {
   Probe& probe = make({plugin("hang.py"), dir(), "ignore-term"});
   bool fired = false;
-  probe.start([&](ProbeResult) { fired = true; });
+  probe.start([&](const ProbeResult&) { fired = true; });
   pid_t plugin_pid = wait_for_pid("plugin.pid");
   pid_t grandchild = wait_for_pid("grandchild.pid");
   double t0 = test::now_seconds();
@@ -508,7 +507,7 @@ TEST_F(ExecProbeTest, PluginIgnoringSigtermIsKilledAfterGrace) {
 
 TEST_F(ExecProbeTest, DestroyingTheProbeStillReapsThePlugin) {
   Probe& probe = make({plugin("hang.py"), dir()});
-  probe.start([](ProbeResult) { ADD_FAILURE() << "done after destruction"; });
+  probe.start([](const ProbeResult&) { ADD_FAILURE() << "done after destruction"; });
   pid_t plugin_pid = wait_for_pid("plugin.pid");
   pid_t grandchild = wait_for_pid("grandchild.pid");
   probes_.clear();
@@ -525,9 +524,9 @@ TEST_F(ExecProbeTest, LimiterQueuesInOrder) {
   Probe& second = make({plugin("exit.sh"), "0", "second"});
   Probe& third = make({plugin("exit.sh"), "0", "third"});
   std::vector<std::string> order;
-  first.start([&](ProbeResult r) { order.push_back(r.summary); });
-  second.start([&](ProbeResult r) { order.push_back(r.summary); });
-  third.start([&](ProbeResult r) { order.push_back(r.summary); });
+  first.start([&](const ProbeResult& r) { order.push_back(r.summary); });
+  second.start([&](const ProbeResult& r) { order.push_back(r.summary); });
+  third.start([&](const ProbeResult& r) { order.push_back(r.summary); });
   EXPECT_EQ(first.phase(), "running " + plugin("wait_for.sh"));
   EXPECT_EQ(second.phase(), "waiting for a plugin slot");
   EXPECT_EQ(third.phase(), "waiting for a plugin slot");
@@ -550,7 +549,7 @@ TEST_F(ExecProbeTest, SlotIsHeldUntilAKilledPluginIsReaped) {
   ExecLimiter& lim = limiter(1);
   Probe& hung = make({plugin("hang.py"), dir(), "ignore-term"});
   Probe& next = make({plugin("exit.sh"), "0", "next"});
-  hung.start([](ProbeResult) { ADD_FAILURE() << "done after cancel"; });
+  hung.start([](const ProbeResult&) { ADD_FAILURE() << "done after cancel"; });
   wait_for_pid("grandchild.pid");
   hung.cancel();
   ProbeResult r;
@@ -565,6 +564,32 @@ TEST_F(ExecProbeTest, SlotIsHeldUntilAKilledPluginIsReaped) {
   EXPECT_EQ(r.summary, "next");
   // It waited for the SIGKILL grace of the cancelled plugin.
   EXPECT_GE(*sample(r, "wacht_plugin_slot_wait_seconds"), 0.9);
+}
+
+TEST_F(ExecProbeTest, QueuedRunsThatCannotSpawnDoNotDeepenTheStack) {
+  // Each of them fails inside launch() and hands its slot on at once; that
+  // used to recurse (release -> launch -> release ...) once per queued run.
+  ExecLimiter& lim = limiter(1);
+  std::string release = dir() + "/release";
+  std::string gone = dir() + "/gone.sh";
+  std::filesystem::copy_file(plugin("exit.sh"), gone);
+  Probe& first = make({plugin("wait_for.sh"), release});
+  std::vector<Probe*> failing;
+  for (int i = 0; i < 20000; ++i) failing.push_back(&make({gone, "0", "ok"}));
+  std::filesystem::remove(gone);
+  int done = 0, cannot_run = 0;
+  first.start([&](const ProbeResult&) { ++done; });
+  for (Probe* p : failing) {
+    p->start([&](const ProbeResult& r) {
+      ++done;
+      cannot_run += r.summary.starts_with("cannot run ");
+    });
+  }
+  EXPECT_EQ(lim.queued(), failing.size());
+  std::ofstream(release).close();
+  ASSERT_TRUE(run_until([&] { return done == 20001; }, std::chrono::seconds(60)));
+  EXPECT_EQ(cannot_run, 20000);
+  EXPECT_EQ(lim.queued(), 0u);
 }
 
 // ---- Debian's monitoring-plugins, as they are ----
@@ -589,7 +614,8 @@ struct Listener {
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+      ADD_FAILURE() << "cannot bind a loopback port";
     if (listen_too) listen(fd, 16);
     socklen_t len = sizeof addr;
     getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
@@ -637,7 +663,7 @@ TEST_F(MonitoringPluginsTest, CheckSshAgainstClosedPort) {
 
 TEST_F(MonitoringPluginsTest, CheckHttp) {
   test::ChildProcess server({"/usr/bin/python3", test::support_path("http_server.py")});
-  const std::string port = server.first_line();
+  const std::string& port = server.first_line();
   ProbeResult r = run({kPlugins + "check_http", "-H", "{target}", "-p", port, "-u", "/ok"});
   EXPECT_EQ(r.state, State::kOk) << r.summary;
   EXPECT_THAT(r.summary, StartsWith("HTTP OK: HTTP/1."));

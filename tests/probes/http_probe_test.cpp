@@ -402,7 +402,7 @@ TEST_F(HttpProbeTest, CancelStopsAHangingRunWithoutDone) {
   const std::string port = serve();
   make_probe("http://127.0.0.1:" + port + "/hang");
   int calls = 0;
-  probe_->start([&](ProbeResult) { ++calls; });
+  probe_->start([&](const ProbeResult&) { ++calls; });
   ASSERT_TRUE(run_until([&] { return probe_->phase() == "waiting for response"; }));
   probe_->cancel();
   EXPECT_EQ(probe_->phase(), "idle");
@@ -416,7 +416,7 @@ TEST_F(HttpProbeTest, DestroyingARunningProbeNeverCallsDone) {
   const std::string port = serve();
   make_probe("http://127.0.0.1:" + port + "/hang");
   int calls = 0;
-  probe_->start([&](ProbeResult) { ++calls; });
+  probe_->start([&](const ProbeResult&) { ++calls; });
   ASSERT_TRUE(run_until([&] { return probe_->phase() == "waiting for response"; }));
   probe_.reset();
   EXPECT_EQ(curl_->running(), 0u);
@@ -436,7 +436,7 @@ TEST_F(HttpProbeTest, ProbeMayBeDestroyedInsideItsDoneCallback) {
   const std::string port = serve();
   make_probe("http://127.0.0.1:" + port + "/ok");
   bool done = false;
-  probe_->start([&](ProbeResult r) {
+  probe_->start([&](const ProbeResult& r) {
     EXPECT_TRUE(r.success) << r.summary;
     probe_.reset();
     done = true;
@@ -583,6 +583,140 @@ TEST_F(HttpProbeTest, BasicAuthReadsPasswordFromFileAndNeverShowsIt) {
 
   r = run(url);
   EXPECT_EQ(r.summary, "HTTP 401 Unauthorized (expected 2xx)");
+}
+
+// --- the direct client ------------------------------------------------------
+// http:// to an IP address runs on wacht's own client, not libcurl. Each case
+// below gets one canned response and is run both ways: to 127.0.0.1 (direct)
+// and to localhost (a name, so libcurl); the two must agree.
+
+// A server that answers every connection with the same bytes after reading the
+// request headers, writes each request to stderr, and closes (or, with
+// keep_open, waits for the client to close first).
+std::vector<std::string> canned_server(const std::string& response, bool keep_open = false) {
+  std::string hex;
+  for (unsigned char c : response) {
+    static const char* digits = "0123456789abcdef";
+    hex += digits[c >> 4];
+    hex += digits[c & 15];
+  }
+  static const char* script = R"PY(
+import socket, sys, threading
+resp, keep_open = bytes.fromhex(sys.argv[1]), sys.argv[2] == "1"
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+print(s.getsockname()[1], flush=True)
+def serve(c):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        d = c.recv(65536)
+        if not d:
+            break
+        data += d
+    sys.stderr.write(data.decode("latin-1") + "--\n")
+    sys.stderr.flush()
+    c.sendall(resp)
+    if keep_open:
+        c.settimeout(10)
+        try:
+            while c.recv(4096):
+                pass
+        except OSError:
+            pass
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+)PY";
+  return {"/usr/bin/python3", "-c", script, hex, keep_open ? "1" : "0"};
+}
+
+struct CannedCase {
+  const char* name;
+  std::string response;
+  bool keep_open;
+  bool success;
+  std::string summary;  // exact, or a prefix ending in '*'
+  double body_length;
+  double content_length;
+  double http_version;
+};
+
+class HttpDirectTest : public HttpProbeTest, public ::testing::WithParamInterface<CannedCase> {};
+
+TEST_P(HttpDirectTest, AgreesWithLibcurl) {
+  const CannedCase& c = GetParam();
+  servers_.push_back(std::make_unique<test::ChildProcess>(canned_server(c.response, c.keep_open)));
+  const std::string port = servers_.back()->first_line();
+  for (const char* host : {"127.0.0.1", "localhost"}) {
+    SCOPED_TRACE(host);
+    double start = test::now_seconds();
+    ProbeResult r = run(std::string("http://") + host + ":" + port + "/x", "", 3s);
+    EXPECT_LT(test::now_seconds() - start, 2.0) << "waited for the server to close";
+    EXPECT_EQ(r.success, c.success) << r.summary;
+    if (c.summary.ends_with('*')) {
+      EXPECT_THAT(r.summary, StartsWith(c.summary.substr(0, c.summary.size() - 1)));
+    } else if (c.success) {
+      EXPECT_THAT(r.summary, StartsWith(c.summary));
+    } else {
+      EXPECT_EQ(r.summary, c.summary);
+    }
+    EXPECT_EQ(sample(r, "probe_http_uncompressed_body_length"), c.body_length);
+    EXPECT_EQ(sample(r, "probe_http_content_length"), c.content_length);
+    EXPECT_EQ(sample(r, "probe_http_version"), c.http_version);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Responses, HttpDirectTest,
+    ::testing::Values(
+        CannedCase{"ContentLengthOnKeptOpenConnection",
+                   "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", true, true,
+                   "HTTP 200 OK in ", 5, 5, 1.1},
+        CannedCase{"Chunked",
+                   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+                   "6;ext=1\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n",
+                   true, true, "HTTP 200 OK in ", 11, -1, 1.1},
+        CannedCase{"Http10UntilClose", "HTTP/1.0 200 OK\r\nServer: old\r\n\r\nabc", false, true,
+                   "HTTP 200 OK in ", 3, -1, 1.0},
+        CannedCase{"InterimResponseSkipped",
+                   "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", true, true,
+                   "HTTP 204 No Content in ", 0, 0, 1.1},
+        CannedCase{"BareLineFeeds", "HTTP/1.1 200 OK\nContent-Length: 2\n\nok", false, true,
+                   "HTTP 200 OK in ", 2, 2, 1.1},
+        CannedCase{"TruncatedBody", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", false,
+                   false, "transfer closed with 7 bytes remaining to read", 3, 10, 1.1},
+        CannedCase{"EmptyReply", "", false, false, "empty reply from server", 0, 0, 0},
+        CannedCase{"NotHttp", "SSH-2.0-OpenSSH_9.2\r\n", false, false, "not an HTTP response (*", 0,
+                   0, 0},
+        CannedCase{"ServerError", "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
+                   false, false, "HTTP 500 Internal Server Error (expected 2xx)", 0, 0, 1.1}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST_F(HttpProbeTest, DirectRequestCarriesTheHeadersLibcurlWouldSend) {
+  servers_.push_back(std::make_unique<test::ChildProcess>(
+      canned_server("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")));
+  const std::string port = servers_.back()->first_line();
+  const std::string keys = R"(method = "OPTIONS"
+headers = { X-Probe = "yes", Accept = "text/plain", X-Empty = "" })";
+  for (const char* host : {"127.0.0.1", "localhost"}) {
+    ProbeResult r = run(std::string("http://") + host + ":" + port + "/a/../p?q=1#frag", keys);
+    EXPECT_TRUE(r.success) << r.summary;
+  }
+  std::string log = servers_.back()->stderr_text();
+  // Two requests, the direct one first; after normalising the Host header they are equal.
+  size_t mid = log.find("--\n");
+  ASSERT_NE(mid, std::string::npos) << log;
+  std::string direct = log.substr(0, mid);
+  std::string curl = log.substr(mid + 3, log.find("--\n", mid + 3) - mid - 3);
+  EXPECT_THAT(direct, StartsWith("OPTIONS /p?q=1 HTTP/1.1\r\nHost: 127.0.0.1:" + port + "\r\n"));
+  curl.replace(curl.find("localhost"), 9, "127.0.0.1");
+  EXPECT_EQ(direct, curl);
+  EXPECT_THAT(direct, HasSubstr("\r\nX-Empty:\r\n"));
+  EXPECT_THAT(direct, HasSubstr("\r\nAccept: text/plain\r\n"));
+  EXPECT_THAT(direct, Not(HasSubstr("*/*")));
 }
 
 // --- configuration ----------------------------------------------------------

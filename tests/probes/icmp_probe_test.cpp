@@ -283,7 +283,7 @@ TEST_F(IcmpProbeTest, CancelMidRoundReleasesSequenceNumbers) {
   auto probe = make("127.0.0.1", "count = 200\npacket_gap = \"5ms\"\n");
   ASSERT_TRUE(probe);
   int calls = 0;
-  probe->start([&](ProbeResult) { ++calls; });
+  probe->start([&](const ProbeResult&) { ++calls; });
   EXPECT_EQ(probe->phase(), "sending echo requests");
   // Mid-round: some echoes sent, most still to go.
   uint64_t until = uv_hrtime() + 50'000'000;
@@ -305,10 +305,10 @@ TEST_F(IcmpProbeTest, DestroyMidRound) {
   ASSERT_TRUE(probe);
   int calls = 0;
   // While resolving: the resolver's callback comes after the probe is gone.
-  probe->start([&](ProbeResult) { ++calls; });
+  probe->start([&](const ProbeResult&) { ++calls; });
   probe.reset();
   probe = make("127.0.0.1", "count = 50\npacket_gap = \"5ms\"\n");
-  probe->start([&](ProbeResult) { ++calls; });
+  probe->start([&](const ProbeResult&) { ++calls; });
   uint64_t until = uv_hrtime() + 30'000'000;
   ASSERT_TRUE(run_until([&] { return uv_hrtime() >= until; }));
   probe.reset();
@@ -323,7 +323,7 @@ TEST_F(IcmpProbeTest, ProbeOutlivingTheServiceFailsItsRuns) {
   auto probe = make("127.0.0.1", "count = 50\npacket_gap = \"5ms\"\n");
   ASSERT_TRUE(probe);
   int calls = 0;
-  probe->start([&](ProbeResult) { ++calls; });
+  probe->start([&](const ProbeResult&) { ++calls; });
   uint64_t until = uv_hrtime() + 20'000'000;
   ASSERT_TRUE(run_until([&] { return uv_hrtime() >= until; }));
   service_.reset();  // as at shutdown, before the scheduler's probes

@@ -320,14 +320,14 @@ TEST_F(TcpProbeTest, CancelDuringStalledTlsHandshake) {
   auto probe = make("127.0.0.1:" + std::to_string(server.port), "tls = true\n");
   ASSERT_TRUE(probe);
   bool fired = false;
-  probe->start([&](ProbeResult) { fired = true; });
+  probe->start([&](const ProbeResult&) { fired = true; });
   ASSERT_TRUE(run_until([&] { return probe->phase() == "TLS handshake"; }));
   probe->cancel();
   EXPECT_EQ(probe->phase(), "idle");
   drain();
   EXPECT_FALSE(fired);
   // The probe is usable again after a cancel.
-  probe->start([&](ProbeResult) { fired = true; });
+  probe->start([&](const ProbeResult&) { fired = true; });
   ASSERT_TRUE(run_until([&] { return probe->phase() == "TLS handshake"; }));
   probe->cancel();
   drain();
@@ -340,7 +340,7 @@ TEST_F(TcpProbeTest, DestroyDuringHandshake) {
   auto probe = make("127.0.0.1:" + std::to_string(server.port), "tls = true\n");
   ASSERT_TRUE(probe);
   bool fired = false;
-  probe->start([&](ProbeResult) { fired = true; });
+  probe->start([&](const ProbeResult&) { fired = true; });
   ASSERT_TRUE(run_until([&] { return probe->phase() == "TLS handshake"; }));
   probe.reset();
   drain();
@@ -352,7 +352,7 @@ TEST_F(TcpProbeTest, DestroyDuringResolution) {
   auto probe = make("localhost:" + std::to_string(server.port), "ip_protocol = \"ip4\"\n");
   ASSERT_TRUE(probe);
   bool fired = false;
-  probe->start([&](ProbeResult) { fired = true; });
+  probe->start([&](const ProbeResult&) { fired = true; });
   ASSERT_EQ(probe->phase(), "resolving");
   probe.reset();
   // The resolver request may already be running on the thread pool; the
@@ -366,7 +366,7 @@ TEST_F(TcpProbeTest, DestroyFromDoneCallback) {
   auto probe = make("127.0.0.1:" + std::to_string(server.port));
   ASSERT_TRUE(probe);
   bool fired = false;
-  probe->start([&](ProbeResult r) {
+  probe->start([&](const ProbeResult& r) {
     fired = true;
     EXPECT_TRUE(r.success);
     probe.reset();
@@ -851,14 +851,14 @@ TEST_F(TcpDialogueTest, CancelWhileWaitingForAnExpect) {
   ASSERT_TRUE(probe);
   auto stalled = [&] { return probe->phase().starts_with("step 3: waiting for"); };
   bool fired = false;
-  probe->start([&](ProbeResult) { fired = true; });
+  probe->start([&](const ProbeResult&) { fired = true; });
   ASSERT_TRUE(run_until(stalled));
   probe->cancel();
   EXPECT_EQ(probe->phase(), "idle");
   drain();
   EXPECT_FALSE(fired);
   // Usable again, then destroyed mid-dialogue.
-  probe->start([&](ProbeResult) { fired = true; });
+  probe->start([&](const ProbeResult&) { fired = true; });
   ASSERT_TRUE(run_until(stalled));
   probe.reset();
   drain();
@@ -870,7 +870,7 @@ TEST_F(TcpDialogueTest, DestroyDuringStartTlsHandshake) {
   auto probe = make(local(server), "preset = \"smtp\"\n" + ca());
   ASSERT_TRUE(probe);
   bool fired = false;
-  probe->start([&](ProbeResult) { fired = true; });
+  probe->start([&](const ProbeResult&) { fired = true; });
   ASSERT_TRUE(run_until([&] { return probe->phase() == "step 6: TLS handshake"; }));
   probe.reset();
   drain();
