@@ -3,9 +3,11 @@
 // every result. Prints figures; asserts nothing.
 //
 //   build/release/bench/alert_engine_bench [checks] [results]
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -17,9 +19,22 @@
 using namespace wacht;
 using namespace std::chrono_literals;
 
+// argv[i] as a positive count, `fallback` if absent. atoi made "abc" 0 checks,
+// and pick(0, -1) below undefined.
+int count_arg(int argc, char** argv, int i, int fallback) {
+  if (argc <= i) return fallback;
+  int v = 0;
+  auto [end, ec] = std::from_chars(argv[i], argv[i] + std::strlen(argv[i]), v);
+  if (ec != std::errc() || *end != '\0' || v < 1) {
+    std::fprintf(stderr, "usage: alert_engine_bench [checks] [results] (positive numbers)\n");
+    std::exit(2);
+  }
+  return v;
+}
+
 int main(int argc, char** argv) {
-  const int checks = argc > 1 ? std::atoi(argv[1]) : 10000;
-  const int results = argc > 2 ? std::atoi(argv[2]) : 2000000;
+  const int checks = count_arg(argc, argv, 1, 10000);
+  const int results = count_arg(argc, argv, 2, 2000000);
   // 100 WAN links, each with the rest of the checks spread behind them.
   const int links = std::max(1, checks / 100);
   std::vector<alerts::EngineCheck> cfg;

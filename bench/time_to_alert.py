@@ -9,7 +9,7 @@ is interval + (max_attempts - 1) * retry_interval (the detection worst case);
 the figure to watch is how far the measured time stays below or exceeds it.
 Loopback only; every wait is bounded. Prints figures, asserts nothing.
 
-  python3 bench/time_to_alert.py [--checks 5000] [--trials 5]
+  python3 bench/time_to_alert.py [--checks 5000] [--trials 5] [--healthy-url URL]
 """
 
 import argparse
@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,7 +74,12 @@ def main():
     ap.add_argument("--retry", type=float, default=1.0)
     ap.add_argument("--attempts", type=int, default=3)
     ap.add_argument("--wachtd", default=os.path.join(ROOT, "build/release/wachtd"))
+    ap.add_argument("--healthy-url", help="URL template of the N-1 healthy checks, {i} = check number "
+                    "(e.g. an nginx on loopback; default: a Python server started here, which is "
+                    "too slow for thousands of checks)")
     args = ap.parse_args()
+    if args.healthy_url and not urllib.parse.urlsplit(args.healthy_url).hostname.startswith("127."):
+        ap.error("--healthy-url must point to 127.0.0.0/8")
 
     tmp = tempfile.mkdtemp(prefix="wacht-tta-")
     procs = []
@@ -83,8 +89,11 @@ def main():
                                  "--dir", sink_dir], stdout=subprocess.PIPE, text=True)
         procs.append(sink)
         smtp_port = int(sink.stdout.readline())
-        healthy = Target(free_port())
-        healthy.start()
+        healthy = None
+        if not args.healthy_url:
+            healthy = Target(free_port())
+            healthy.start()
+            args.healthy_url = f"http://127.0.0.1:{healthy.port}/{{i}}"
         broken = Target(free_port())
         broken.start()
         listen = free_port()
@@ -102,7 +111,7 @@ def main():
         ]
         for i in range(args.checks - 1):
             cfg += ["[[check]]", f'id = "ok-{i}"', 'type = "http"',
-                    f'target = "http://127.0.0.1:{healthy.port}/{i}"']
+                    f'target = "{args.healthy_url.format(i=i)}"']
         cfg += ["[[check]]", 'id = "victim"', 'type = "http"', f'target = "http://127.0.0.1:{broken.port}/"']
         with open(os.path.join(tmp, "wacht.toml"), "w") as f:
             f.write("\n".join(cfg) + "\n")
