@@ -9,6 +9,7 @@
 
 #include <signal.h>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 
 #include "alerts/grading.hpp"
@@ -21,6 +22,11 @@
 namespace wacht {
 
 namespace {
+
+// A difference between the wall clock and the monotonic clock that changes by
+// more than this between two housekeeping ticks (1 s apart) is a step of the
+// wall clock, not drift or slewing.
+constexpr int64_t kClockJumpMs = 2000;
 
 double unix_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -73,6 +79,10 @@ int App::run() {
   // Each civetweb thread would otherwise keep its own malloc arena of freed
   // scrape buffers; two arenas bound RSS without contention on the loop.
   mallopt(M_ARENA_MAX, 2);
+  // A fixed mmap threshold: glibc otherwise raises it to the largest block
+  // freed so far, so after the first scrape its ~20 MB text buffers come from
+  // the heap and their pages stay resident; mmapped, they go back at free().
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   signal(SIGPIPE, SIG_IGN);
   curl_global_init(CURL_GLOBAL_DEFAULT);
 
@@ -80,6 +90,9 @@ int App::run() {
   uv_loop_init(&loop);
   loop_ = &loop;
   bool started = start(loaded.config);
+  // Loading the config built and freed a TOML document several times the size
+  // of what stays: give those pages back.
+  malloc_trim(0);
   if (started) {
     spdlog::info("wachtd {} started: {} checks, metrics on http://{}:{}/metrics", kVersion,
                  config_->checks.size(), config_->daemon.listen_host, http_->port());
@@ -98,7 +111,7 @@ int App::run() {
   return started ? kExitOk : kExitStartupFailed;
 }
 
-bool App::start(std::shared_ptr<const config::Config> cfg) {
+bool App::start(const std::shared_ptr<const config::Config>& cfg) {
   metrics_ = std::make_unique<exporters::Metrics>();
   curl_ = std::make_unique<runtime::CurlMulti>(loop_);
   router_ = std::make_unique<alerts::Router>();
@@ -123,7 +136,16 @@ bool App::start(std::shared_ptr<const config::Config> cfg) {
   }
   if (outbox_->pending() > 0)
     spdlog::info("outbox: {} notification(s) pending from before the restart", outbox_->pending());
-  flush_timer_ = std::make_unique<runtime::Timer>(loop_, [this] { flush_groups(); });
+  flush_timer_ = std::make_unique<runtime::Timer>(loop_, [this] {
+    // The snapshot before a flush must already hold the groups being flushed
+    // (their threads, hence their messages' Message-IDs): if wachtd dies after
+    // the outbox journal has a message but before the snapshot after the flush
+    // says it went out, the restarted wachtd then produces the very same
+    // message, which the outbox recognises, instead of announcing the alert
+    // again in a new thread.
+    if (state_dirty_) save_state();
+    flush_groups();
+  });
   silence_timer_ = std::make_unique<runtime::Timer>(loop_, [this] { silences_changed(); });
   guard_release_ = std::make_unique<runtime::Timer>(loop_, [this] {
     router_->wake(alerts::Clock::now());
@@ -158,6 +180,11 @@ bool App::start(std::shared_ptr<const config::Config> cfg) {
                          if (auto it = checks_.find(c.id); it != checks_.end())
                            it->second.series->skipped();
                        }});
+  // Hands each result its CheckRuntime: no look-up by id per result.
+  scheduler_->set_context([this](const config::CheckConfig& c) -> void* {
+    auto it = checks_.find(c.id);
+    return it == checks_.end() ? nullptr : &it->second;
+  });
 
   exporters::HttpServer::Options http;
   http.host = cfg->daemon.listen_host;
@@ -259,7 +286,8 @@ void App::apply(std::shared_ptr<const config::Config> cfg) {
   }
   metrics_->set_checks(counts);
   configure_alerting(*cfg);
-  auto stats = scheduler_->apply(cfg->checks);
+  // The scheduler views the checks in `cfg` rather than copying them.
+  auto stats = scheduler_->apply(cfg->checks, cfg);
   config_ = std::move(cfg);
   spdlog::debug("config applied: {} added, {} changed, {} removed, {} unchanged", stats.added,
                 stats.changed, stats.removed, stats.unchanged);
@@ -333,7 +361,8 @@ void App::finish_reload(config::LoadResult result) {
       sd_notifyf(0, "READY=1\nSTATUS=%s", status_.c_str());
       return;
     }
-    apply(result.config);
+    apply(std::move(result.config));
+    malloc_trim(0);  // the replaced config and the reload's TOML document
     metrics_->config_loaded(true, unix_now());
     spdlog::info("reloaded: {} checks (was {})", config_->checks.size(), before);
   }
@@ -349,20 +378,24 @@ void App::on_result(const config::CheckConfig& c, const probes::ProbeResult& r,
   metrics_->observe_lag(info.started_ns > info.due_ns
                             ? static_cast<double>(info.started_ns - info.due_ns) / 1e9
                             : 0.0);
-  auto it = checks_.find(c.id);
-  if (it == checks_.end()) return;
-  it->second.series->update(r);
+  CheckRuntime* rt = static_cast<CheckRuntime*>(info.context);
+  if (!rt) {
+    auto it = checks_.find(c.id);
+    if (it == checks_.end()) return;
+    rt = &it->second;
+  }
+  rt->series->update(r);
   alerts::Grade g = alerts::grade(r, c.thresholds, unix_now());
   auto fx = engine_.observe(c.id, g.state, g.summary, alerts::Clock::now());
   if (auto v = engine_.view(c.id)) {
-    it->second.series->set_state(
+    rt->series->set_state(
         v->unreachable && v->state != probes::State::kOk ? 4 : static_cast<int>(v->state));
     // Confirm a suspected problem (or recovery) at the retry interval.
     if (v->next_interval < c.interval) scheduler_->run_after(c.id, v->next_interval);
   }
   handle_events(fx);
   update_guard(c.id, r.success);
-  auto& last = it->second.last_success;
+  auto& last = rt->last_success;
   // One line per change; a check that starts out up is not news.
   if ((!last && !r.success) || (last && *last != r.success)) {
     if (r.success) {
@@ -375,6 +408,18 @@ void App::on_result(const config::CheckConfig& c, const probes::ProbeResult& r,
 }
 
 void App::housekeeping() {
+  // Schedules run on the monotonic clock and do not notice a stepped wall
+  // clock; silences, maintenance windows and the router's group timers work
+  // in wall-clock time and must.
+  const int64_t offset = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count() -
+                         std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::steady_clock::now().time_since_epoch())
+                             .count();
+  if (wall_offset_ms_ && std::abs(offset - *wall_offset_ms_) > kClockJumpMs)
+    wall_clock_jumped(offset - *wall_offset_ms_);
+  wall_offset_ms_ = offset;
   metrics_->set_in_flight(scheduler_->in_flight(), scheduler_->queued());
   metrics_->set_outbox(outbox_->pending(), outbox_->oldest_age_seconds());
   if (state_dirty_) save_state();
@@ -406,12 +451,44 @@ void App::housekeeping() {
   }
 }
 
+void App::wall_clock_jumped(int64_t delta_ms) {
+  spdlog::warn(
+      "the wall clock jumped {} by {:.1f} s; re-evaluating silences and maintenance windows",
+      delta_ms > 0 ? "forward" : "back", std::abs(static_cast<double>(delta_ms)) / 1000);
+  // group_wait, group_interval, repeat_interval and escalation delays are
+  // durations: a group due in 30 s is still due in 30 s, not in 30 s plus
+  // the hour the clock went back (nor all at once after it went forward).
+  auto groups = router_->save();
+  for (auto& g : groups) {
+    if (g.last_flush_ms >= 0) g.last_flush_ms += delta_ms;
+    g.next_flush_ms += delta_ms;
+    if (g.escalation_start_ms >= 0) g.escalation_start_ms += delta_ms;
+  }
+  auto router = std::make_unique<alerts::Router>(router_->routes());
+  router->restore(groups);
+  router_ = std::move(router);
+  state_dirty_ = true;
+  // Re-arms the silence timer for the new time and releases alerts whose
+  // silence or maintenance window is over now; arms the flush timer.
+  silences_changed();
+}
+
 void App::save_state() {
+  // The snapshot records which messages went out; those messages must be in
+  // the outbox journal first, or a crash right after the snapshot would lose
+  // them. While the journal cannot be written the snapshot waits too (a crash
+  // then repeats an alert rather than losing it).
+  if (outbox_ && !outbox_->sync()) {
+    state_dirty_ = true;
+    return;
+  }
   Snapshot s{engine_.save(), router_->save(), acks_};
   std::string error;
   if (save_snapshot(config_->daemon.state_dir, s, &error)) {
     state_dirty_ = false;
   } else {
+    // Housekeeping retries while the flag is set.
+    state_dirty_ = true;
     metrics_->state_write_failed();
     spdlog::error("cannot save alert state: {}; retrying", error);
   }

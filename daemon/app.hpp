@@ -57,7 +57,7 @@ class App {
     std::optional<bool> last_success;
   };
 
-  bool start(std::shared_ptr<const config::Config> cfg);
+  bool start(const std::shared_ptr<const config::Config>& cfg);
   void apply(std::shared_ptr<const config::Config> cfg);
   // Opens shared probe services the config needs (ICMP sockets); false with
   // the reason logged if it cannot.
@@ -67,6 +67,10 @@ class App {
   void shutdown();
   void on_result(const config::CheckConfig& c, const probes::ProbeResult& r, const RunInfo& info);
   void housekeeping();
+  // After the wall clock jumped by `delta_ms`: the router's pending times keep
+  // their distance from now, silences and maintenance windows are evaluated
+  // at the new time.
+  void wall_clock_jumped(int64_t delta_ms);
   // Alerting: events from the engine into the router, router flushes into the outbox.
   void configure_alerting(const config::Config& cfg);
   void handle_events(const alerts::AlertEngine::Effects& fx);
@@ -131,6 +135,9 @@ class App {
   bool state_dirty_ = false;
   uint64_t flap_notices_ = 0;
   uint64_t housekeeping_ticks_ = 0;
+  // Wall clock minus monotonic clock at the last housekeeping tick, to notice
+  // when the wall clock is stepped (NTP, an operator, a VM resume).
+  std::optional<int64_t> wall_offset_ms_;
   std::map<std::string, CheckRuntime, std::less<>> checks_;
   std::vector<uv_signal_t*> signals_;
   std::atomic<bool> ready_{false};
