@@ -117,6 +117,7 @@ class App {
   std::unique_ptr<alerts::Router> router_;
   std::unique_ptr<alerts::Outbox> outbox_;
   std::unique_ptr<runtime::Timer> flush_timer_;
+  uint64_t last_flush_ms_ = 0;  // uv_now of the last flush_groups()
   std::string hostname_;
   alerts::SilenceStore silences_;
   std::string silences_path_;

@@ -4,6 +4,7 @@
 // and connectivity guards.
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <uv.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -16,6 +17,9 @@
 namespace wacht {
 
 namespace {
+
+// The least time between two flushes of the router (see arm_flush).
+constexpr uint64_t kFlushSpacingMs = 250;
 
 int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -189,10 +193,16 @@ void App::arm_flush() {
     return;
   }
   auto delay = std::chrono::duration_cast<std::chrono::milliseconds>(*next - alerts::Clock::now());
-  // At least 1 ms: a 0 ms timer re-armed from its own callback runs again in
-  // the same loop pass, and a storm would flush hundreds of times without
-  // polling I/O once.
-  flush_timer_->start(static_cast<uint64_t>(std::max<int64_t>(1, delay.count())));
+  // Flushes are kFlushSpacingMs apart at least: alerts that fire across one
+  // check interval come due a few ms apart, and each flush saves the whole
+  // state (600 groups flushed one by one blocked the loop for a second).
+  // Also never 0 ms: a 0 ms timer re-armed from its own callback runs again
+  // in the same loop pass, without polling I/O.
+  const uint64_t now = uv_now(loop_);
+  const int64_t spacing = last_flush_ms_ + kFlushSpacingMs > now
+                              ? static_cast<int64_t>(last_flush_ms_ + kFlushSpacingMs - now)
+                              : 1;
+  flush_timer_->start(static_cast<uint64_t>(std::max<int64_t>(spacing, delay.count())));
 }
 
 alerts::AlertView App::alert_view(const std::string& id, bool resolved) {
@@ -492,6 +502,7 @@ void App::deliver(const alerts::Router::Flush& f) {
 }
 
 void App::flush_groups() {
+  last_flush_ms_ = uv_now(loop_);
   auto flushes =
       router_->due(alerts::Clock::now(), [this](const std::string& id) { return mute(id); });
   for (const auto& f : flushes) deliver(f);

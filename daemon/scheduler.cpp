@@ -89,6 +89,9 @@ Scheduler::ApplyStats Scheduler::apply(const std::vector<config::CheckConfig>& c
   // Unchanged checks keep their entry but now view the new config, so the
   // previous one can be released; the map's keys view the ids it holds.
   std::map<std::string_view, uint32_t> kept;
+  // A changed check with the same interval keeps its place in the schedule:
+  // a run due now but not yet started must not move a whole interval away.
+  std::map<std::string_view, uint64_t> due_of_changed;
   for (const auto& [id, slot] : by_id_) {
     Entry& e = *slots_[slot].entry;
     auto w = wanted.find(id);
@@ -96,6 +99,7 @@ Scheduler::ApplyStats Scheduler::apply(const std::vector<config::CheckConfig>& c
       remove(slot);
       ++stats.removed;
     } else if (w->second->fingerprint != e.cfg->fingerprint) {
+      if (w->second->interval == e.cfg->interval) due_of_changed.emplace(w->first, e.next_due_ms);
       remove(slot);
       ++stats.changed;
     } else {
@@ -107,7 +111,9 @@ Scheduler::ApplyStats Scheduler::apply(const std::vector<config::CheckConfig>& c
   by_id_ = std::move(kept);
   for (const auto& c : checks) {
     if (by_id_.contains(c.id)) continue;
-    add(std::shared_ptr<const config::CheckConfig>(owner, &c));
+    auto due = due_of_changed.find(c.id);
+    add(std::shared_ptr<const config::CheckConfig>(owner, &c),
+        due == due_of_changed.end() ? 0 : due->second);
     ++stats.added;
   }
   stats.added -= stats.changed;
@@ -121,14 +127,15 @@ void Scheduler::set_max_concurrent(uint32_t n) {
   start_queued();
 }
 
-void Scheduler::add(std::shared_ptr<const config::CheckConfig> c) {
+void Scheduler::add(std::shared_ptr<const config::CheckConfig> c, uint64_t due_ms) {
   auto e = std::make_unique<Entry>();
   e->owner = this;
   e->cfg = std::move(c);
   e->probe = factory_(*e->cfg);
   if (context_) e->context = context_(*e->cfg);
   uint64_t interval = static_cast<uint64_t>(e->cfg->interval.count());
-  e->next_due_ms = first_due_ms(uv_now(loop_), interval, phase_ms(e->cfg->id, interval));
+  e->next_due_ms =
+      due_ms ? due_ms : first_due_ms(uv_now(loop_), interval, phase_ms(e->cfg->id, interval));
   uint32_t slot;
   if (!free_slots_.empty()) {
     slot = free_slots_.back();

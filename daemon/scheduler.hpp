@@ -110,7 +110,8 @@ class Scheduler {
   };
   static constexpr uint32_t kDeadline = 0x80000000u;
 
-  void add(std::shared_ptr<const config::CheckConfig> c);
+  // `due_ms` (uv_now's clock) is the first run, 0 for the check's phase.
+  void add(std::shared_ptr<const config::CheckConfig> c, uint64_t due_ms = 0);
   void remove(uint32_t slot);
   void cancel_run(Entry& e);
   void on_due(Entry& e);

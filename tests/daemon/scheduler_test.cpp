@@ -1,6 +1,7 @@
 #include "scheduler.hpp"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <map>
@@ -213,6 +214,22 @@ TEST_F(SchedulerTest, ApplyDiffsByIdAndKeepsUnchangedSchedules) {
     EXPECT_EQ((r.info.due_ns - last_due) % 100000000u, 0u);
     break;
   }
+}
+
+TEST_F(SchedulerTest, AChangedCheckKeepsARunThatCameDueBeforeTheReload) {
+  make({}, 1);
+  scheduler_->apply({check("c", 100, 50)});
+  ASSERT_TRUE(run_until([&] { return runs_of("c") >= 1; }, 3s));
+  const uint64_t last_due = runs_.back().info.due_ns;
+  // The loop is busy past the next due time, then a reload changes the check
+  // before the loop has started that run.
+  while (uv_hrtime() < last_due + 150000000u) usleep(1000);
+  uv_update_time(loop());
+  runs_.clear();
+  auto stats = scheduler_->apply({check("c", 100, 50, "v2")});
+  ASSERT_EQ(stats.changed, 1u);
+  ASSERT_TRUE(run_until([&] { return runs_of("c") >= 1; }, 3s));
+  EXPECT_EQ(runs_.front().info.due_ns, last_due + 100000000u) << "the due run was skipped";
 }
 
 TEST_F(SchedulerTest, RemovingACheckCancelsItsRunInFlight) {
