@@ -135,10 +135,10 @@ struct HttpSpec final : ProbeSpec, std::enable_shared_from_this<HttpSpec> {
     return *extras;
   }
 
-  // Plain http:// to an IP address, without a request body or credentials:
-  // the probe sends this request itself on libuv (see Direct) instead of
-  // setting up a libcurl transfer, which costs five times the CPU. A redirect
-  // hands over to libcurl for the following hops.
+  // Plain http:// to an IP address with an idempotent method, without a
+  // request body or credentials: the probe sends this request itself on libuv
+  // (see Direct) instead of setting up a libcurl transfer, which costs five
+  // times the CPU. A redirect hands over to libcurl for the following hops.
   bool direct = false;
   union {
     sockaddr sa;
@@ -164,6 +164,11 @@ bool is_host_name(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) {
     return std::isalnum(c) || c == '-' || c == '.' || c == '_';
   });
+}
+
+// "Name: value", or "Name;" (curl's way to send an empty value).
+std::string_view header_name(std::string_view line) {
+  return line.substr(0, line.find_first_of(":;"));
 }
 
 bool iequals(std::string_view a, std::string_view b) {
@@ -342,6 +347,12 @@ void plan_direct(HttpSpec& spec, const UrlParts& u) {
   if (u.scheme != "http" || !u.zone.empty() || x.body || !x.basic_auth_user.empty() ||
       !x.connect_to.empty())
     return;
+  // Idempotent methods only (RFC 9110 9.2.2): libcurl asks again when a response
+  // comes in a transfer coding the direct client does not decode (Direct::head).
+  constexpr std::string_view kIdempotent[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+  if (std::find(std::begin(kIdempotent), std::end(kIdempotent), spec.method) ==
+      std::end(kIdempotent))
+    return;
   const bool bracketed = u.host.size() > 2 && u.host.front() == '[' && u.host.back() == ']';
   const std::string bare = bracketed ? u.host.substr(1, u.host.size() - 2) : u.host;
   int port = 0;
@@ -357,9 +368,7 @@ void plan_direct(HttpSpec& spec, const UrlParts& u) {
   }
   auto custom = [&](std::string_view name) -> const std::string* {
     for (const auto& line : x.header_lines) {
-      size_t sep = line.find_first_of(":;");
-      if (sep != std::string::npos && iequals(std::string_view(line).substr(0, sep), name))
-        return &line;
+      if (iequals(header_name(line), name)) return &line;
     }
     return nullptr;
   };
@@ -374,10 +383,10 @@ void plan_direct(HttpSpec& spec, const UrlParts& u) {
   if (!custom("User-Agent")) req += std::string("User-Agent: wacht/") + kVersion + "\r\n";
   if (!custom("Accept")) req += "Accept: */*\r\n";
   for (const auto& line : x.header_lines) {
-    size_t sep = line.find_first_of(":;");
-    if (iequals(std::string_view(line).substr(0, sep), "Host")) continue;
-    if (line[sep] == ';')
-      req += line.substr(0, sep) + ":\r\n";  // curl's way to send an empty value
+    const std::string_view name = header_name(line);
+    if (iequals(name, "Host")) continue;
+    if (line[name.size()] == ';')
+      req += std::string(name) + ":\r\n";  // curl's way to send an empty value
     else
       req += line + "\r\n";
   }
@@ -533,6 +542,9 @@ struct Outcome {
   bool https = false;
 };
 
+// Where libcurl goes on from a direct hop, compared with the target.
+enum class Onward { kSameOrigin, kSameHost, kOtherHost };
+
 // What a direct first hop measured before a redirect handed over to libcurl.
 struct Carry {
   double resolve = 0, connect = 0, processing = 0, transfer = 0;
@@ -568,29 +580,33 @@ class HttpProbe final : public Probe {
                        int local_port) noexcept;
 
   void reset_run_state();
-  // Starts a libcurl transfer for this run: the whole run, or (`url` set) the
-  // hops after a redirect the direct client received.
-  void start_curl(const std::string* url = nullptr, long max_redirects = -1,
-                  int64_t timeout_ms = -1);
-  void configure(const std::string& url, long max_redirects, int64_t timeout_ms);
-  // The direct client got a redirect: libcurl follows it, and `carry` (the
-  // first hop's phases) is added to what libcurl measures.
-  void continue_with_curl(const std::string& url, const Outcome& carry, DoneCallback done);
+  // Starts a libcurl transfer for this run: the whole run, or the rest of it
+  // after a direct hop. Throws if it cannot, with no handle held.
+  void start_curl(const std::string& url, long max_redirects, int64_t timeout_ms, Onward onward);
+  void configure(const std::string& url, long max_redirects, int64_t timeout_ms, Onward onward);
+  curl_slist* onward_headers(Onward onward);
+  // The direct client hands the run to libcurl at `url`: a redirect it got
+  // (`carry`, the first hop's phases, is added to what libcurl measures), or
+  // the target again. Takes `done` only once libcurl runs: if this throws,
+  // the direct client still reports the run.
+  void continue_with_curl(const std::string& url, Onward onward, const Outcome& carry,
+                          DoneCallback& done);
   void finish(CURLcode code);
   ProbeResult curl_result(CURLcode code) const;
   // The result of a run: samples, success and summary.
   ProbeResult evaluate(const Outcome& o) const;
-  std::string error_summary(CURLcode code) const;
+  std::string error_summary(CURLcode code, long status) const;
   std::string expected_status() const;
 
   runtime::CurlMulti& curl_;
   uv_loop_t* loop_;
   const std::chrono::milliseconds timeout_;
   const std::shared_ptr<const HttpSpec> spec_;
-  const bool keep_body_;              // only regexes need the body itself
-  CURL* easy_ = nullptr;              // from the pool while a libcurl transfer is in flight
-  curl_slist* headers_ = nullptr;     // built on the first libcurl transfer
-  curl_slist* connect_to_ = nullptr;  // likewise
+  const bool keep_body_;                  // only regexes need the body itself
+  CURL* easy_ = nullptr;                  // from the pool while a libcurl transfer is in flight
+  curl_slist* headers_ = nullptr;         // built on the first libcurl transfer
+  curl_slist* connect_to_ = nullptr;      // likewise
+  curl_slist* onward_headers_ = nullptr;  // of the last handover to another origin
   bool curl_lists_built_ = false;
   std::unique_ptr<char[]> error_;  // CURL_ERROR_SIZE bytes, for libcurl transfers only
 
@@ -629,20 +645,36 @@ class Direct {
   void abandon();
 
  private:
-  enum class State { kHead, kBody, kBodyToEof, kChunkSize, kChunkData, kChunkEnd, kTrailers };
+  enum class State {
+    kHead,
+    kBody,
+    kBodyToEof,
+    kChunkSize,  // its hex digits
+    kChunkExt,   // the rest of the chunk-size line
+    kChunkData,
+    kChunkEnd,     // the line end after the data
+    kTrailers,     // at the start of a trailer line
+    kTrailer,      // in one
+    kTrailersEnd,  // the LF after the CR that ends them
+  };
 
   void connected(int status);
   void received(const char* data, size_t len);
   void eof();
-  // Parses one complete header block; false if it failed the run.
-  bool head(std::string_view block);
+  // Parses head_ up to line_start_ as a header block (`ended` by a blank line,
+  // or by the connection), then clears it; false if the run is over.
+  bool end_head(bool ended);
+  // The first line of a header block; false if it failed the run.
+  bool status_line(std::string_view line);
+  bool head(std::string_view block, bool ended);
   bool body(const char* data, size_t len);
   void chunked(const char*& data, size_t& len);
-  // The line so far of a chunk size or trailer; true once it is complete.
-  bool take_line(const char*& data, size_t& len, std::string_view* line);
   void complete();
   void fail(std::string summary, bool timed_out = false);
+  // After an exception: fails the run without throwing again.
+  void fail_internal(const char* what) noexcept;
   void redirect(const std::string& location);
+  void handover(const std::string& url, Onward onward, const Outcome& carry);
   void finish(const Outcome& o);
   void close_handles();
   void closed();
@@ -674,9 +706,12 @@ class Direct {
   bool deliver_ = false;  // closed() hands result_ to done_
   State state_ = State::kHead;
   uint64_t connect_ns_ = 0, connected_ns_ = 0, first_byte_ns_ = 0;
-  std::string head_;       // the response up to the end of its headers
-  std::string line_;       // a chunk-size or trailer line so far
-  int64_t remaining_ = 0;  // of a Content-Length body or of the current chunk
+  std::string head_;         // the header block so far
+  size_t line_start_ = 0;    // of its last, incomplete line
+  size_t header_bytes_ = 0;  // of the complete header lines, interim responses included
+  int64_t remaining_ = 0;    // of a Content-Length body or of the current chunk
+  uint64_t chunk_size_ = 0;  // the hex digits of a chunk size so far
+  int chunk_digits_ = 0;
   // From the final header block.
   long status_ = 0;
   double version_ = 0;
@@ -684,8 +719,14 @@ class Direct {
   int64_t last_modified_ = -1;
 };
 
-// libcurl stops reading headers at 100 KiB; so does the direct client.
-constexpr size_t kMaxHeaderBytes = 100 * 1024;
+// libcurl's limits on response headers, and the summaries of both paths: a
+// line, with its LF, must fit a 100 KiB buffer with a terminating NUL, and the
+// lines of a response add up to at most 300 KiB (Debian's 7.88.1 has the fix
+// for CVE-2023-38039).
+constexpr size_t kMaxHeaderLine = 100 * 1024;
+constexpr size_t kMaxHeaderBytes = 300 * 1024;
+constexpr std::string_view kHeaderLineTooLong = "response header line of 100 KiB or more";
+constexpr std::string_view kHeadersTooLarge = "response headers larger than 300 KiB";
 constexpr size_t kReadBufferBytes = 64 * 1024;
 
 // libuv fills this and the read callback consumes it at once, so one buffer
@@ -712,9 +753,23 @@ void Direct::guarded(Direct* self, F&& f) noexcept {
   try {
     f();
   } catch (const std::exception& e) {
-    if (!self->closing_) self->fail(std::string("internal error: ") + e.what());
+    self->fail_internal(e.what());
   } catch (...) {
-    if (!self->closing_) self->fail("internal error");
+    self->fail_internal(nullptr);
+  }
+}
+
+void Direct::fail_internal(const char* what) noexcept {
+  if (closing_) return;
+  try {
+    fail(what ? std::string("internal error: ") + what : std::string("internal error"));
+  } catch (...) {
+    // Out of memory while reporting: a bare result rather than no done at all.
+    if (closing_) return;
+    result_ = ProbeResult{};
+    result_.summary = "internal error";  // fits the string's own buffer: no allocation
+    deliver_ = true;
+    close_handles();
   }
 }
 
@@ -790,38 +845,40 @@ void Direct::received(const char* data, size_t len) {
   while (len > 0 && !closing_) {
     switch (state_) {
       case State::kHead: {
-        const size_t before = head_.size();
-        const size_t take = std::min(len, kMaxHeaderBytes + 4 - std::min(before, kMaxHeaderBytes));
+        // A line at a time, as libcurl reads headers, for its limits.
+        const char* lf = static_cast<const char*>(std::memchr(data, '\n', len));
+        const size_t take = lf ? static_cast<size_t>(lf - data) + 1 : len;
+        if (head_.size() - line_start_ + take >= kMaxHeaderLine) {
+          fail(std::string(kHeaderLineTooLong));
+          return;
+        }
         head_.append(data, take);
+        data += take;
+        len -= take;
         // As libcurl: bytes that do not start like a status line are HTTP/0.9.
         const size_t prefix = std::min<size_t>(head_.size(), 5);
         if (head_.compare(0, prefix, std::string_view("HTTP/").substr(0, prefix)) != 0) {
           fail("not an HTTP response (received HTTP/0.9 when not allowed)");
           return;
         }
-        size_t from = before > 3 ? before - 3 : 0;
-        size_t end = head_.find("\r\n\r\n", from);
-        size_t sep = 4;
-        if (size_t lf = head_.find("\n\n", from); lf != std::string::npos && lf < end) {
-          end = lf;
-          sep = 2;
-        }
-        if (end == std::string::npos) {
-          if (head_.size() > kMaxHeaderBytes) {
-            fail(fmt::format("response headers larger than {} bytes", kMaxHeaderBytes));
-            return;
-          }
-          data += take;
-          len -= take;
+        if (!lf) break;
+        header_bytes_ += head_.size() - line_start_;
+        if (line_start_ == 0) {
+          // As libcurl, the status counts from here on, even if the headers never end.
+          line_start_ = head_.size();
+          if (!status_line(trim(std::string_view(head_).substr(0, head_.size() - 1)))) return;
           break;
         }
-        // Bytes after the header block belong to the body (or the next block).
-        const size_t used = end + sep - before;
-        data += used;
-        len -= used;
-        std::string block = head_.substr(0, end + sep);
-        head_.clear();
-        if (!head(block)) return;
+        // As libcurl: a line that starts with CR or LF ends the block, whatever
+        // the lines before ended with. The bytes after it are the body (or the
+        // next block).
+        const bool blank = head_[line_start_] == '\r' || head_[line_start_] == '\n';
+        if (!blank && header_bytes_ > kMaxHeaderBytes) {
+          fail(std::string(kHeadersTooLarge));
+          return;
+        }
+        line_start_ = head_.size();
+        if (blank && !end_head(true)) return;
         break;
       }
       case State::kBody: {
@@ -845,14 +902,20 @@ void Direct::received(const char* data, size_t len) {
   }
 }
 
-bool Direct::head(std::string_view block) {
-  size_t eol = block.find('\n');
-  std::string_view status_line = trim(block.substr(0, eol));
+bool Direct::end_head(bool ended) {
+  head_.resize(line_start_);
+  const bool more = head(head_, ended);
+  head_.clear();
+  line_start_ = 0;
+  return more;
+}
+
+bool Direct::status_line(std::string_view line) {
   // "HTTP/1.1 200 OK"
-  size_t sp = status_line.find(' ');
-  std::string_view version = status_line.substr(5, sp == std::string_view::npos ? sp : sp - 5);
+  size_t sp = line.find(' ');
+  std::string_view version = line.substr(5, sp == std::string_view::npos ? sp : sp - 5);
   double v = version == "1.1" ? 1.1 : version == "1.0" ? 1.0 : version == "2" ? 2 : 0;
-  std::string_view rest = sp == std::string_view::npos ? "" : status_line.substr(sp + 1);
+  std::string_view rest = sp == std::string_view::npos ? "" : line.substr(sp + 1);
   long code = 0;
   auto [p, ec] = std::from_chars(rest.data(), rest.data() + std::min<size_t>(rest.size(), 3), code);
   if (v == 0) {
@@ -865,11 +928,24 @@ bool Direct::head(std::string_view block) {
     return false;
   }
   std::string_view reason = rest.size() > 4 ? trim(rest.substr(4)) : std::string_view();
-  bool chunked = false;
+  status_ = code;
+  version_ = v;
+  if (probe_) probe_->reason_.assign(reason.substr(0, 100));
+  return true;
+}
+
+bool Direct::head(std::string_view block, bool ended) {
+  const long code = status_;
+  const bool head_request = spec_->method == "HEAD";
+  // As libcurl: these have no body, so their Content-Length is not even read.
+  const bool bodyless = code < 200 || code == 204 || code == 304;
+  bool codings = false;  // any Transfer-Encoding: Content-Length does not count then
+  bool chunked = false;  // "chunked" anywhere in it, as libcurl reads it
+  bool decode = false;   // a coding libcurl decodes (gzip, ...) or fails on
   int64_t length = -1;
   std::string location;
   std::string last_modified;
-  size_t at = eol == std::string_view::npos ? block.size() : eol + 1;
+  size_t at = block.find('\n') + 1;  // after the status line
   while (at < block.size()) {
     size_t next = block.find('\n', at);
     std::string_view line = block.substr(at, next == std::string_view::npos ? next : next - at);
@@ -878,47 +954,73 @@ bool Direct::head(std::string_view block) {
     if (colon == std::string_view::npos) continue;
     std::string_view name = line.substr(0, colon);
     std::string_view value = trim(line.substr(colon + 1));
-    if (iequals(name, "Content-Length")) {
-      int64_t n = -1;
+    if (iequals(name, "Content-Length") && !bodyless) {
+      // As libcurl (strtoll): digits after an optional '+', the rest ignored;
+      // the last one counts.
+      if (value.starts_with('+')) value.remove_prefix(1);
+      int64_t n = 0;
       auto [q, e] = std::from_chars(value.data(), value.data() + value.size(), n);
-      if (e != std::errc() || q != value.data() + value.size() || n < 0) {
-        fail("not an HTTP response (invalid Content-Length)");
+      if (value.empty() || !std::isdigit(static_cast<unsigned char>(value[0])) ||
+          (e != std::errc() && e != std::errc::result_out_of_range)) {
+        fail("invalid Content-Length: value");
         return false;
       }
-      if (length < 0) length = n;
+      if (e == std::errc::result_out_of_range) {
+        // A HEAD request reads no body, so libcurl has no size limit to apply.
+        if (head_request) continue;
+        fail(fmt::format("body larger than {} bytes", spec_->max_body_bytes));
+        return false;
+      }
+      length = n;
     } else if (iequals(name, "Transfer-Encoding")) {
-      // Chunked if it is the last coding.
-      size_t comma = value.rfind(',');
-      chunked = iequals(trim(comma == std::string_view::npos ? value : value.substr(comma + 1)),
-                        "chunked");
+      codings = true;
+      for (size_t from = 0; from <= value.size();) {
+        const size_t comma = std::min(value.find(',', from), value.size());
+        const std::string_view coding = trim(value.substr(from, comma - from));
+        from = comma + 1;
+        if (iequals(coding, "chunked")) {
+          chunked = true;
+        } else if (!coding.empty() && !iequals(coding, "identity")) {
+          decode = true;
+        }
+      }
     } else if (iequals(name, "Location")) {
-      location.assign(value);
+      // As libcurl: the first one that is not empty.
+      if (location.empty()) location.assign(value);
     } else if (iequals(name, "Last-Modified")) {
       last_modified.assign(value);
     }
   }
+  // As libcurl: known once the headers end, unless with a transfer coding;
+  // empty for 204 and 304.
+  content_length_ = !ended || codings ? -1 : code == 204 || code == 304 ? 0 : length;
+  // As libcurl, the blank line counts against the limit after the block is read.
+  if (header_bytes_ > kMaxHeaderBytes) {
+    fail(std::string(kHeadersTooLarge));
+    return false;
+  }
   if (code < 200 && code != 101) {
     return true;  // an interim response (100 Continue, 103 Early Hints): the next block follows
   }
-  status_ = code;
-  version_ = v;
-  // As libcurl: 204 and 304 have an empty body whatever they declare.
-  content_length_ = code == 204 || code == 304 ? 0 : length;
   if (!last_modified.empty()) last_modified_ = curl_getdate(last_modified.c_str(), nullptr);
-  if (probe_) probe_->reason_.assign(reason.substr(0, 100));
   set_phase(HttpProbe::Phase::kBody);
   if (spec_->follow_redirects && code >= 300 && code < 400 && !location.empty()) {
     redirect(location);
     return false;
   }
-  const bool head_request = spec_->method == "HEAD";
-  if (head_request || code == 204 || code == 304 || code == 101) {
+  if (head_request || bodyless) {
     complete();
+    return false;
+  }
+  if (decode) {
+    // libcurl decodes the body (or fails on a coding it does not know); the
+    // direct client leaves that to it, asking again.
+    handover(spec_->url, Onward::kSameOrigin, Outcome{});
     return false;
   }
   if (chunked) {
     state_ = State::kChunkSize;
-  } else if (length >= 0) {
+  } else if (length >= 0 && !codings) {
     if (length > spec_->max_body_bytes) {
       fail(fmt::format("body larger than {} bytes", spec_->max_body_bytes));
       return false;
@@ -930,6 +1032,7 @@ bool Direct::head(std::string_view block) {
     remaining_ = length;
     state_ = State::kBody;
   } else {
+    // Also a transfer coding without chunked, as libcurl and RFC 9112 6.3 say.
     state_ = State::kBodyToEof;
   }
   return true;
@@ -947,37 +1050,47 @@ bool Direct::body(const char* data, size_t len) {
   return true;
 }
 
-bool Direct::take_line(const char*& data, size_t& len, std::string_view* line) {
-  const char* nl = static_cast<const char*>(std::memchr(data, '\n', len));
-  size_t take = nl ? static_cast<size_t>(nl - data) + 1 : len;
-  line_.append(data, take);
-  data += take;
-  len -= take;
-  if (line_.size() > 4096) {
-    fail("problem in the chunked-encoded data");
-    return false;
-  }
-  if (!nl) return false;
-  *line = trim(std::string_view(line_).substr(0, line_.size() - 1));
-  return true;
-}
-
+// As libcurl's chunk parser, whose messages these are: up to 16 hex digits,
+// anything else up to the LF, the data, any CRs and an LF, and after the last
+// chunk trailer lines up to one that starts with CR or LF.
 void Direct::chunked(const char*& data, size_t& len) {
-  std::string_view line;
   switch (state_) {
     case State::kChunkSize: {
-      if (!take_line(data, len, &line)) return;
-      line = line.substr(0, line.find(';'));  // chunk extensions
-      uint64_t size = 0;
-      auto [p, ec] = std::from_chars(line.data(), line.data() + line.size(), size, 16);
-      line_.clear();
-      if (ec != std::errc() || p != line.data() + line.size() || line.empty() ||
-          size > static_cast<uint64_t>(INT64_MAX)) {
-        fail("problem in the chunked-encoded data");
+      size_t n = 0;
+      for (; n < len && std::isxdigit(static_cast<unsigned char>(data[n])); ++n) {
+        if (++chunk_digits_ > 16) {
+          fail("too long hexadecimal number in chunked-encoding");
+          return;
+        }
+        const int c = data[n];
+        chunk_size_ =
+            chunk_size_ * 16 + static_cast<uint64_t>(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+      }
+      data += n;
+      len -= n;
+      if (len == 0) return;
+      if (chunk_digits_ == 0 || chunk_size_ > static_cast<uint64_t>(INT64_MAX)) {
+        fail("illegal or missing hexadecimal sequence in chunked-encoding");
         return;
       }
-      remaining_ = static_cast<int64_t>(size);
-      state_ = size == 0 ? State::kTrailers : State::kChunkData;
+      state_ = State::kChunkExt;
+      return;
+    }
+    case State::kChunkExt:
+    case State::kTrailer: {
+      const char* lf = static_cast<const char*>(std::memchr(data, '\n', len));
+      const size_t skip = lf ? static_cast<size_t>(lf - data) + 1 : len;
+      data += skip;
+      len -= skip;
+      if (!lf) return;
+      if (state_ == State::kTrailer) {
+        state_ = State::kTrailers;
+        return;
+      }
+      remaining_ = static_cast<int64_t>(chunk_size_);
+      chunk_size_ = 0;
+      chunk_digits_ = 0;
+      state_ = remaining_ == 0 ? State::kTrailers : State::kChunkData;
       return;
     }
     case State::kChunkData: {
@@ -989,19 +1102,31 @@ void Direct::chunked(const char*& data, size_t& len) {
       if (remaining_ == 0) state_ = State::kChunkEnd;
       return;
     }
+    default: break;
+  }
+  const char c = *data++;
+  --len;
+  switch (state_) {
     case State::kChunkEnd:
-      if (!take_line(data, len, &line)) return;
-      line_.clear();
-      if (!line.empty()) {
-        fail("problem in the chunked-encoded data");
-        return;
+      if (c == '\n') {
+        state_ = State::kChunkSize;
+      } else if (c != '\r') {
+        fail("malformed encoding found in chunked-encoding");
       }
-      state_ = State::kChunkSize;
       return;
     case State::kTrailers:
-      if (!take_line(data, len, &line)) return;
-      line_.clear();
-      if (line.empty()) complete();
+      if (c == '\n') {
+        complete();
+      } else {
+        state_ = c == '\r' ? State::kTrailersEnd : State::kTrailer;
+      }
+      return;
+    case State::kTrailersEnd:
+      if (c == '\n') {
+        complete();
+      } else {
+        fail("malformed encoding found in chunked-encoding");
+      }
       return;
     default: return;
   }
@@ -1010,10 +1135,12 @@ void Direct::chunked(const char*& data, size_t& len) {
 void Direct::eof() {
   switch (state_) {
     case State::kHead:
-      if (!first_byte_ns_) {
+      // As libcurl: without a complete status line the reply is empty; with
+      // one, the complete lines are the response, Content-Length included.
+      if (line_start_ == 0) {
         fail("empty reply from server");
-      } else {
-        fail("not an HTTP response (the connection closed in the response headers)");
+      } else if (end_head(false)) {
+        eof();
       }
       return;
     case State::kBodyToEof: complete(); return;
@@ -1064,8 +1191,16 @@ void Direct::redirect(const std::string& location) {
   }
   CurlUrl next;
   curl_url_set(next.u, CURLUPART_URL, spec_->url.c_str(), 0);
-  // Relative references resolve against the URL of this hop.
-  if (curl_url_set(next.u, CURLUPART_URL, location.c_str(), 0) != CURLUE_OK) {
+  auto origin = [&] {
+    return std::array{next.get(CURLUPART_SCHEME).value_or(""),
+                      next.get(CURLUPART_HOST).value_or(""),
+                      next.get(CURLUPART_PORT, CURLU_DEFAULT_PORT).value_or("")};
+  };
+  const auto from = origin();
+  // As libcurl follows: relative to the URL of this hop, with spaces and other
+  // bytes a URL cannot hold percent-encoded.
+  if (curl_url_set(next.u, CURLUPART_URL, location.c_str(), CURLU_URLENCODE | CURLU_ALLOW_SPACE) !=
+      CURLUE_OK) {
     fail(fmt::format("invalid redirect location \"{}\"", one_line(location.substr(0, 200))));
     return;
   }
@@ -1074,16 +1209,28 @@ void Direct::redirect(const std::string& location) {
     fail("invalid redirect location");
     return;
   }
+  const auto to = origin();
+  Onward onward = Onward::kSameOrigin;
+  if (!iequals(from[1], to[1])) {
+    onward = Onward::kOtherHost;
+  } else if (from[0] != to[0] || from[2] != to[2]) {
+    onward = Onward::kSameHost;
+  }
   Outcome carry = measured();
   carry.redirects = 1;
-  HttpProbe* probe = probe_;
-  DoneCallback done = std::move(done_);
-  probe_ = nullptr;
-  close_handles();  // without a result: libcurl's transfer delivers it
-  if (probe) {
-    probe->direct_ = nullptr;
-    probe->continue_with_curl(*url, carry, std::move(done));
+  handover(*url, onward, carry);
+}
+
+void Direct::handover(const std::string& url, Onward onward, const Outcome& carry) {
+  // Until libcurl runs, the run is still this one's: an exception from here
+  // fails it through guarded().
+  if (probe_) {
+    probe_->continue_with_curl(url, onward, carry, done_);
+    probe_->direct_ = nullptr;
   }
+  probe_ = nullptr;
+  done_ = nullptr;
+  close_handles();  // without a result: libcurl's transfer delivers it
 }
 
 void Direct::finish(const Outcome& o) {
@@ -1175,11 +1322,13 @@ HttpProbe::~HttpProbe() {
   cancel();
   curl_slist_free_all(headers_);
   curl_slist_free_all(connect_to_);
+  curl_slist_free_all(onward_headers_);
 }
 
 // Sets up a pooled easy handle for this check; done for every run because the
 // handle is shared with other checks between runs.
-void HttpProbe::configure(const std::string& url, long max_redirects, int64_t timeout_ms) {
+void HttpProbe::configure(const std::string& url, long max_redirects, int64_t timeout_ms,
+                          Onward onward) {
   if (!curl_lists_built_) {
     for (const auto& line : spec_->x().header_lines)
       headers_ = curl_slist_append(headers_, line.c_str());
@@ -1232,7 +1381,8 @@ void HttpProbe::configure(const std::string& url, long max_redirects, int64_t ti
                      static_cast<curl_off_t>(spec_->x().body->size()));
     curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, spec_->x().body->c_str());
   }
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers_);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER,
+                   onward == Onward::kSameOrigin ? headers_ : onward_headers(onward));
   if (connect_to_) curl_easy_setopt(e, CURLOPT_CONNECT_TO, connect_to_);
 
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, spec_->follow_redirects ? 1L : 0L);
@@ -1260,6 +1410,24 @@ void HttpProbe::configure(const std::string& url, long max_redirects, int64_t ti
     curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(spec_->max_body_bytes));
 }
 
+// libcurl starts a transfer handed over from a direct hop as a first request
+// and would send every custom header there. Following a redirect itself, it
+// drops a custom Host for another host, and Authorization and Cookie for
+// another host, port or scheme; so does this list.
+curl_slist* HttpProbe::onward_headers(Onward onward) {
+  curl_slist_free_all(std::exchange(onward_headers_, nullptr));
+  for (const auto& line : spec_->x().header_lines) {
+    const std::string_view name = header_name(line);
+    if ((onward == Onward::kOtherHost && iequals(name, "Host")) || iequals(name, "Authorization") ||
+        iequals(name, "Cookie"))
+      continue;
+    curl_slist* list = curl_slist_append(onward_headers_, line.c_str());
+    if (!list) throw std::bad_alloc();
+    onward_headers_ = list;
+  }
+  return onward_headers_;
+}
+
 void HttpProbe::reset_run_state() {
   phase_ = Phase::kResolving;
   body_.clear();
@@ -1284,23 +1452,29 @@ void HttpProbe::start(DoneCallback done) {
     return;
   }
   done_ = std::move(done);
-  start_curl();
+  start_curl(spec_->url, spec_->max_redirects, timeout_.count(), Onward::kSameOrigin);
 }
 
-void HttpProbe::start_curl(const std::string* url, long max_redirects, int64_t timeout_ms) {
+void HttpProbe::start_curl(const std::string& url, long max_redirects, int64_t timeout_ms,
+                           Onward onward) {
   easy_ = curl_.acquire();
-  configure(url ? *url : spec_->url, max_redirects >= 0 ? max_redirects : spec_->max_redirects,
-            timeout_ms >= 0 ? timeout_ms : timeout_.count());
-  curl_.add(easy_, [this](int code) { finish(static_cast<CURLcode>(code)); });
+  try {
+    configure(url, max_redirects, timeout_ms, onward);
+    curl_.add(easy_, [this](int code) { finish(static_cast<CURLcode>(code)); });
+  } catch (...) {
+    curl_.release(std::exchange(easy_, nullptr));
+    throw;
+  }
 }
 
-void HttpProbe::continue_with_curl(const std::string& url, const Outcome& carry,
-                                   DoneCallback done) {
-  done_ = std::move(done);
+void HttpProbe::continue_with_curl(const std::string& url, Onward onward, const Outcome& carry,
+                                   DoneCallback& done) {
   carry_ = Carry{carry.resolve, carry.connect, carry.processing, carry.transfer, carry.redirects};
   phase_ = Phase::kResolving;
   const int64_t elapsed_ms = static_cast<int64_t>((uv_hrtime() - started_ns_) / 1000000);
-  start_curl(&url, spec_->max_redirects - 1, std::max<int64_t>(timeout_.count() - elapsed_ms, 1));
+  start_curl(url, spec_->max_redirects - carry.redirects,
+             std::max<int64_t>(timeout_.count() - elapsed_ms, 1), onward);
+  done_ = std::move(done);
 }
 
 void HttpProbe::cancel() {
@@ -1428,7 +1602,7 @@ std::string HttpProbe::expected_status() const {
   return fmt::format("{}", fmt::join(spec_->x().valid_status, ", "));
 }
 
-std::string HttpProbe::error_summary(CURLcode code) const {
+std::string HttpProbe::error_summary(CURLcode code, long status) const {
   const std::string detail =
       one_line(error_ && error_[0] ? error_.get() : curl_easy_strerror(code));
   long os_errno = 0;
@@ -1448,6 +1622,12 @@ std::string HttpProbe::error_summary(CURLcode code) const {
     case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR:
       if (os_errno == ECONNRESET) return "connection reset by peer";
+      if (detail.starts_with("Too large response headers")) return std::string(kHeadersTooLarge);
+      break;
+    case CURLE_OUT_OF_MEMORY:
+      // What libcurl returns for a header line that does not fit its buffer.
+      if (phase_ == Phase::kWaiting || phase_ == Phase::kHeaders)
+        return std::string(kHeaderLineTooLong);
       break;
     case CURLE_OPERATION_TIMEDOUT:
       return fmt::format("timed out after {} ms while {}", timeout_.count(), phase_name(phase_));
@@ -1455,7 +1635,8 @@ std::string HttpProbe::error_summary(CURLcode code) const {
       return fmt::format("more than {} redirects", spec_->max_redirects);
     case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_WEIRD_SERVER_REPLY:
-      if (reason_.empty() && phase_ != Phase::kBody)
+      // No status line (a status line without a reason phrase is one).
+      if (status == 0 && phase_ != Phase::kBody)
         return fmt::format("not an HTTP response ({})", lower_first(detail));
       break;
     default: break;
@@ -1514,7 +1695,7 @@ ProbeResult HttpProbe::curl_result(CURLcode code) const {
     case CURL_HTTP_VERSION_3: o.http_version = 3; break;
   }
   if (code != CURLE_OK) {
-    o.error = error_summary(code);
+    o.error = error_summary(code, status);
     o.timed_out = code == CURLE_OPERATION_TIMEDOUT;
   }
   return evaluate(o);

@@ -1,5 +1,6 @@
 #include "probes/http_probe.hpp"
 
+#include <curl/curl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -8,6 +9,7 @@
 
 #include <toml++/toml.h>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -35,6 +37,7 @@ using ::testing::MatchesRegex;
 using ::testing::Not;
 using ::testing::StartsWith;
 using namespace std::chrono_literals;
+using namespace std::string_literals;
 
 const std::string kOkBody = "hello from wacht test server\n";
 
@@ -105,6 +108,53 @@ class HttpProbeTest : public test::LoopTest {
     return serve({"--cert", cert(name + ".pem"), "--key", cert(name + ".key")});
   }
 
+  // A server that answers every connection with the same bytes after reading
+  // the request headers, writes each request to stderr followed by "--", and
+  // closes (or, with keep_open, waits for the client to close first). A NUL in
+  // the response is not sent: it splits the response into writes 50 ms apart,
+  // each its own TCP segment. Its first line is the port.
+  test::ChildProcess& serve_canned(const std::string& response, bool keep_open = false,
+                                   const std::string& bind = "127.0.0.1") {
+    static const char* script = R"PY(
+import socket, sys, threading, time
+resp, keep_open, bind = open(sys.argv[1], "rb").read(), sys.argv[2] == "1", sys.argv[3]
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((bind, 0))
+s.listen(16)
+print(s.getsockname()[1], flush=True)
+def serve(c):
+    try:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            d = c.recv(65536)
+            if not d:
+                break
+            data += d
+        sys.stderr.write(data.decode("latin-1") + "--\n")
+        sys.stderr.flush()
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i, piece in enumerate(resp.split(b"\0")):
+            if i:
+                time.sleep(0.05)
+            c.sendall(piece)
+        if keep_open:
+            c.settimeout(10)
+            while c.recv(4096):
+                pass
+    except OSError:
+        pass  # the client left early
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+)PY";
+    const std::string file = write_file("canned" + std::to_string(servers_.size()), response);
+    servers_.push_back(std::make_unique<test::ChildProcess>(std::vector<std::string>{
+        "/usr/bin/python3", "-c", script, file, keep_open ? "1" : "0", bind}));
+    return *servers_.back();
+  }
+
   std::string write_file(const std::string& name, const std::string& content) {
     std::string path = tmp_ + "/" + name;
     std::ofstream(path) << content;
@@ -157,109 +207,136 @@ class HttpProbeTest : public test::LoopTest {
 };
 
 // --- plain HTTP -------------------------------------------------------------
+// 127.0.0.1 runs the direct client and localhost, a name, libcurl: the
+// plain-HTTP cases run on both.
+
+constexpr const char* kHosts[] = {"127.0.0.1", "localhost"};
+
+std::string url(const std::string& host, const std::string& port, const std::string& path) {
+  return "http://" + host + ":" + port + path;
+}
 
 TEST_F(HttpProbeTest, OkReportsSuccessAndEverySample) {
   const std::string port = serve();
-  ProbeResult r = run("http://127.0.0.1:" + port + "/ok");
-  EXPECT_TRUE(r.success) << r.summary;
-  EXPECT_EQ(r.state, State::kOk);
-  EXPECT_FALSE(r.timed_out);
-  EXPECT_THAT(r.summary, MatchesRegex("HTTP 200 OK in [0-9]+ ms"));
-  EXPECT_GT(r.duration_seconds, 0);
-  EXPECT_LT(r.duration_seconds, 5);
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    ProbeResult r = run(url(host, port, "/ok"));
+    EXPECT_TRUE(r.success) << r.summary;
+    EXPECT_EQ(r.state, State::kOk);
+    EXPECT_FALSE(r.timed_out);
+    EXPECT_THAT(r.summary, MatchesRegex("HTTP 200 OK in [0-9]+ ms"));
+    EXPECT_GT(r.duration_seconds, 0);
+    EXPECT_LT(r.duration_seconds, 5);
 
-  EXPECT_EQ(sample(r, "probe_http_status_code"), 200);
-  EXPECT_EQ(sample(r, "probe_http_content_length"), kOkBody.size());
-  EXPECT_EQ(sample(r, "probe_http_uncompressed_body_length"), kOkBody.size());
-  EXPECT_EQ(sample(r, "probe_http_redirects"), 0);
-  EXPECT_EQ(sample(r, "probe_http_ssl"), 0);
-  EXPECT_EQ(sample(r, "probe_http_version"), 1.1);
-  EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 0);
-  EXPECT_EQ(sample(r, "probe_ip_protocol"), 4);
-  ASSERT_TRUE(sample(r, "probe_dns_lookup_time_seconds"));
-  EXPECT_EQ(sample(r, "probe_dns_lookup_time_seconds"),
-            sample(r, "probe_http_duration_seconds", "resolve"));
-  double phases = 0;
-  for (const char* phase : {"resolve", "connect", "tls", "processing", "transfer"}) {
-    auto v = sample(r, "probe_http_duration_seconds", phase);
-    ASSERT_TRUE(v) << phase;
-    EXPECT_GE(*v, 0) << phase;
-    phases += *v;
+    EXPECT_EQ(sample(r, "probe_http_status_code"), 200);
+    EXPECT_EQ(sample(r, "probe_http_content_length"), kOkBody.size());
+    EXPECT_EQ(sample(r, "probe_http_uncompressed_body_length"), kOkBody.size());
+    EXPECT_EQ(sample(r, "probe_http_redirects"), 0);
+    EXPECT_EQ(sample(r, "probe_http_ssl"), 0);
+    EXPECT_EQ(sample(r, "probe_http_version"), 1.1);
+    EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 0);
+    EXPECT_EQ(sample(r, "probe_ip_protocol"), 4);
+    ASSERT_TRUE(sample(r, "probe_dns_lookup_time_seconds"));
+    EXPECT_EQ(sample(r, "probe_dns_lookup_time_seconds"),
+              sample(r, "probe_http_duration_seconds", "resolve"));
+    double phases = 0;
+    for (const char* phase : {"resolve", "connect", "tls", "processing", "transfer"}) {
+      auto v = sample(r, "probe_http_duration_seconds", phase);
+      ASSERT_TRUE(v) << phase;
+      EXPECT_GE(*v, 0) << phase;
+      phases += *v;
+    }
+    EXPECT_EQ(sample(r, "probe_http_duration_seconds", "tls"), 0);
+    EXPECT_GT(*sample(r, "probe_http_duration_seconds", "processing"), 0);
+    EXPECT_LE(phases, r.duration_seconds + 0.001);
+    EXPECT_FALSE(sample(r, "probe_tls_version_info", "TLS 1.3"));
+    EXPECT_FALSE(sample(r, "probe_ssl_earliest_cert_expiry"));
+    EXPECT_FALSE(sample(r, "probe_http_last_modified_timestamp_seconds"));
+    for (const auto& s : r.samples) EXPECT_FALSE(s.def->help.empty()) << s.def->name;
   }
-  EXPECT_EQ(sample(r, "probe_http_duration_seconds", "tls"), 0);
-  EXPECT_GT(*sample(r, "probe_http_duration_seconds", "processing"), 0);
-  EXPECT_LE(phases, r.duration_seconds + 0.001);
-  EXPECT_FALSE(sample(r, "probe_tls_version_info", "TLS 1.3"));
-  EXPECT_FALSE(sample(r, "probe_ssl_earliest_cert_expiry"));
-  EXPECT_FALSE(sample(r, "probe_http_last_modified_timestamp_seconds"));
-  for (const auto& s : r.samples) EXPECT_FALSE(s.def->help.empty()) << s.def->name;
 }
 
 TEST_F(HttpProbeTest, ProcessingPhaseMeasuresServerTime) {
   const std::string port = serve();
-  ProbeResult r = run("http://127.0.0.1:" + port + "/slow/300");
-  EXPECT_TRUE(r.success) << r.summary;
-  EXPECT_GE(*sample(r, "probe_http_duration_seconds", "processing"), 0.29);
-  EXPECT_GE(r.duration_seconds, 0.29);
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    ProbeResult r = run(url(host, port, "/slow/300"));
+    EXPECT_TRUE(r.success) << r.summary;
+    EXPECT_GE(*sample(r, "probe_http_duration_seconds", "processing"), 0.29);
+    EXPECT_GE(r.duration_seconds, 0.29);
+  }
 }
 
 TEST_F(HttpProbeTest, StatusOutside2xxFails) {
   const std::string port = serve();
-  ProbeResult r = run("http://127.0.0.1:" + port + "/status/503");
-  EXPECT_FALSE(r.success);
-  EXPECT_EQ(r.state, State::kCritical);
-  EXPECT_EQ(r.summary, "HTTP 503 Service Unavailable (expected 2xx)");
-  EXPECT_EQ(sample(r, "probe_http_status_code"), 503);
-  EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 0);
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    ProbeResult r = run(url(host, port, "/status/503"));
+    EXPECT_FALSE(r.success);
+    EXPECT_EQ(r.state, State::kCritical);
+    EXPECT_EQ(r.summary, "HTTP 503 Service Unavailable (expected 2xx)");
+    EXPECT_EQ(sample(r, "probe_http_status_code"), 503);
+    EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 0);
+  }
 }
 
 TEST_F(HttpProbeTest, ValidStatusReplaces2xx) {
   const std::string port = serve();
-  ProbeResult r = run("http://127.0.0.1:" + port + "/status/404", "valid_status = [404, 410]");
-  EXPECT_TRUE(r.success) << r.summary;
-  EXPECT_EQ(r.summary.substr(0, 22), "HTTP 404 Not Found in ");
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    ProbeResult r = run(url(host, port, "/status/404"), "valid_status = [404, 410]");
+    EXPECT_TRUE(r.success) << r.summary;
+    EXPECT_EQ(r.summary.substr(0, 22), "HTTP 404 Not Found in ");
 
-  r = run("http://127.0.0.1:" + port + "/ok", "valid_status = [404, 410]");
-  EXPECT_FALSE(r.success);
-  EXPECT_EQ(r.summary, "HTTP 200 OK (expected 404, 410)");
+    r = run(url(host, port, "/ok"), "valid_status = [404, 410]");
+    EXPECT_FALSE(r.success);
+    EXPECT_EQ(r.summary, "HTTP 200 OK (expected 404, 410)");
+  }
 }
 
 TEST_F(HttpProbeTest, BodyMustMatch) {
   const std::string port = serve();
-  const std::string url = "http://127.0.0.1:" + port + "/ok";
-  ProbeResult r = run(url, R"(body_must_match = ["wacht test", "^hello"])");
-  EXPECT_TRUE(r.success) << r.summary;
-  EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 0);
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    ProbeResult r = run(url(host, port, "/ok"), R"(body_must_match = ["wacht test", "^hello"])");
+    EXPECT_TRUE(r.success) << r.summary;
+    EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 0);
 
-  r = run(url, R"(body_must_match = ["wacht", "Anmelden"])");
-  EXPECT_FALSE(r.success);
-  EXPECT_EQ(r.state, State::kCritical);
-  EXPECT_EQ(r.summary, "body does not match \"Anmelden\"");
-  EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 1);
-  EXPECT_EQ(sample(r, "probe_http_status_code"), 200);
+    r = run(url(host, port, "/ok"), R"(body_must_match = ["wacht", "Anmelden"])");
+    EXPECT_FALSE(r.success);
+    EXPECT_EQ(r.state, State::kCritical);
+    EXPECT_EQ(r.summary, "body does not match \"Anmelden\"");
+    EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 1);
+    EXPECT_EQ(sample(r, "probe_http_status_code"), 200);
+  }
 }
 
 TEST_F(HttpProbeTest, BodyMustNotMatch) {
   const std::string port = serve();
-  const std::string url = "http://127.0.0.1:" + port + "/ok";
-  ProbeResult r = run(url, R"(body_must_not_match = ["Fehler", "(?i)maintenance"])");
-  EXPECT_TRUE(r.success) << r.summary;
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    ProbeResult r =
+        run(url(host, port, "/ok"), R"(body_must_not_match = ["Fehler", "(?i)maintenance"])");
+    EXPECT_TRUE(r.success) << r.summary;
 
-  r = run(url, R"(body_must_not_match = ["Fehler", "(?i)HELLO"])");
-  EXPECT_FALSE(r.success);
-  EXPECT_EQ(r.summary, "body matches \"(?i)HELLO\"");
-  EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 1);
+    r = run(url(host, port, "/ok"), R"(body_must_not_match = ["Fehler", "(?i)HELLO"])");
+    EXPECT_FALSE(r.success);
+    EXPECT_EQ(r.summary, "body matches \"(?i)HELLO\"");
+    EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 1);
+  }
 }
 
 TEST_F(HttpProbeTest, CatastrophicRegexFailsQuicklyInsteadOfHanging) {
   const std::string port = serve();
-  double start = test::now_seconds();
-  ProbeResult r =
-      run("http://127.0.0.1:" + port + "/big/50000", R"(body_must_match = ["(y+)+[^y]"])");
-  EXPECT_FALSE(r.success);
-  EXPECT_THAT(r.summary, StartsWith("body check \"(y+)+[^y]\" failed: "));
-  EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 1);
-  EXPECT_LT(test::now_seconds() - start, 3.0);
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    double start = test::now_seconds();
+    ProbeResult r = run(url(host, port, "/big/50000"), R"(body_must_match = ["(y+)+[^y]"])");
+    EXPECT_FALSE(r.success);
+    EXPECT_THAT(r.summary, StartsWith("body check \"(y+)+[^y]\" failed: "));
+    EXPECT_EQ(sample(r, "probe_failed_due_to_regex"), 1);
+    EXPECT_LT(test::now_seconds() - start, 3.0);
+  }
 }
 
 TEST_F(HttpProbeTest, RegexSearchesBytesThatAreNotUtf8) {
@@ -287,22 +364,28 @@ body_must_match = ["(?m)^method PUT$", "(?m)^header x-probe: yes$", "(?m)^header
 
 TEST_F(HttpProbeTest, HeadReadsNoBody) {
   const std::string port = serve();
-  ProbeResult r = run("http://127.0.0.1:" + port + "/ok", R"(method = "HEAD")");
-  EXPECT_TRUE(r.success) << r.summary;
-  EXPECT_EQ(sample(r, "probe_http_uncompressed_body_length"), 0);
-  EXPECT_EQ(sample(r, "probe_http_content_length"), kOkBody.size());
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    ProbeResult r = run(url(host, port, "/ok"), R"(method = "HEAD")");
+    EXPECT_TRUE(r.success) << r.summary;
+    EXPECT_EQ(sample(r, "probe_http_uncompressed_body_length"), 0);
+    EXPECT_EQ(sample(r, "probe_http_content_length"), kOkBody.size());
 
-  // The declared length of a body that is not sent is no reason to fail.
-  r = run("http://127.0.0.1:" + port + "/big/5000", "method = \"HEAD\"\nmax_body_bytes = 1000");
-  EXPECT_TRUE(r.success) << r.summary;
-  EXPECT_EQ(sample(r, "probe_http_content_length"), 5000);
+    // The declared length of a body that is not sent is no reason to fail.
+    r = run(url(host, port, "/big/5000"), "method = \"HEAD\"\nmax_body_bytes = 1000");
+    EXPECT_TRUE(r.success) << r.summary;
+    EXPECT_EQ(sample(r, "probe_http_content_length"), 5000);
+  }
 }
 
 TEST_F(HttpProbeTest, ReportsLastModified) {
   const std::string port = serve();
-  ProbeResult r = run("http://127.0.0.1:" + port + "/last-modified");
-  EXPECT_TRUE(r.success) << r.summary;
-  EXPECT_EQ(sample(r, "probe_http_last_modified_timestamp_seconds"), 1445412480);
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    ProbeResult r = run(url(host, port, "/last-modified"));
+    EXPECT_TRUE(r.success) << r.summary;
+    EXPECT_EQ(sample(r, "probe_http_last_modified_timestamp_seconds"), 1445412480);
+  }
 }
 
 TEST_F(HttpProbeTest, ConnectsOverIpv6) {
@@ -319,35 +402,42 @@ TEST_F(HttpProbeTest, ConnectsOverIpv6) {
 
 TEST_F(HttpProbeTest, FollowsRedirects) {
   const std::string port = serve();
-  ProbeResult r = run("http://127.0.0.1:" + port + "/redirect/3");
-  EXPECT_TRUE(r.success) << r.summary;
-  EXPECT_THAT(r.summary, MatchesRegex("HTTP 200 OK in [0-9]+ ms after 3 redirects"));
-  EXPECT_EQ(sample(r, "probe_http_redirects"), 3);
-  // Only the final response's body is read.
-  EXPECT_EQ(sample(r, "probe_http_uncompressed_body_length"), kOkBody.size());
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    ProbeResult r = run(url(host, port, "/redirect/3"));
+    EXPECT_TRUE(r.success) << r.summary;
+    EXPECT_THAT(r.summary, MatchesRegex("HTTP 200 OK in [0-9]+ ms after 3 redirects"));
+    EXPECT_EQ(sample(r, "probe_http_redirects"), 3);
+    // Only the final response's body is read.
+    EXPECT_EQ(sample(r, "probe_http_uncompressed_body_length"), kOkBody.size());
+  }
 }
 
 TEST_F(HttpProbeTest, RedirectNotFollowedIsTheFinalResponse) {
   const std::string port = serve();
-  const std::string url = "http://127.0.0.1:" + port + "/redirect/1";
-  ProbeResult r = run(url, "follow_redirects = false");
-  EXPECT_FALSE(r.success);
-  EXPECT_EQ(r.summary, "HTTP 302 Found (expected 2xx)");
-  EXPECT_EQ(sample(r, "probe_http_redirects"), 0);
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    ProbeResult r = run(url(host, port, "/redirect/1"), "follow_redirects = false");
+    EXPECT_FALSE(r.success);
+    EXPECT_EQ(r.summary, "HTTP 302 Found (expected 2xx)");
+    EXPECT_EQ(sample(r, "probe_http_redirects"), 0);
 
-  r = run(url, "follow_redirects = false\nvalid_status = [302]");
-  EXPECT_TRUE(r.success) << r.summary;
+    r = run(url(host, port, "/redirect/1"), "follow_redirects = false\nvalid_status = [302]");
+    EXPECT_TRUE(r.success) << r.summary;
+  }
 }
 
 TEST_F(HttpProbeTest, RedirectLimit) {
   const std::string port = serve();
-  const std::string url = "http://127.0.0.1:" + port + "/redirect/3";
-  ProbeResult r = run(url, "max_redirects = 2");
-  EXPECT_FALSE(r.success);
-  EXPECT_EQ(r.summary, "more than 2 redirects");
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    ProbeResult r = run(url(host, port, "/redirect/3"), "max_redirects = 2");
+    EXPECT_FALSE(r.success);
+    EXPECT_EQ(r.summary, "more than 2 redirects");
 
-  r = run(url, "max_redirects = 3");
-  EXPECT_TRUE(r.success) << r.summary;
+    r = run(url(host, port, "/redirect/3"), "max_redirects = 3");
+    EXPECT_TRUE(r.success) << r.summary;
+  }
 }
 
 // --- broken servers ---------------------------------------------------------
@@ -364,98 +454,127 @@ TEST_F(HttpProbeTest, ConnectionRefused) {
 
 TEST_F(HttpProbeTest, ConnectionReset) {
   const std::string port = serve();
-  ProbeResult r = run("http://127.0.0.1:" + port + "/reset");
-  EXPECT_FALSE(r.success);
-  EXPECT_EQ(r.summary, "connection reset by peer");
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    ProbeResult r = run(url(host, port, "/reset"));
+    EXPECT_FALSE(r.success);
+    EXPECT_EQ(r.summary, "connection reset by peer");
+  }
 }
 
 TEST_F(HttpProbeTest, GarbageIsNotHttp) {
   const std::string port = serve();
-  ProbeResult r = run("http://127.0.0.1:" + port + "/garbage");
-  EXPECT_FALSE(r.success);
-  EXPECT_THAT(r.summary, StartsWith("not an HTTP response ("));
-  EXPECT_EQ(sample(r, "probe_http_status_code"), 0);
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    ProbeResult r = run(url(host, port, "/garbage"));
+    EXPECT_FALSE(r.success);
+    EXPECT_THAT(r.summary, StartsWith("not an HTTP response ("));
+    EXPECT_EQ(sample(r, "probe_http_status_code"), 0);
+  }
 }
 
 TEST_F(HttpProbeTest, UnboundedBodyIsCappedWithoutReadingFurther) {
   const std::string port = serve();
-  double start = test::now_seconds();
-  ProbeResult r = run("http://127.0.0.1:" + port + "/huge", "max_body_bytes = 1048576");
-  EXPECT_FALSE(r.success);
-  EXPECT_EQ(r.summary, "body larger than 1048576 bytes");
-  EXPECT_LE(*sample(r, "probe_http_uncompressed_body_length"), 1048576);
-  EXPECT_LT(test::now_seconds() - start, 3.0);
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    double start = test::now_seconds();
+    ProbeResult r = run(url(host, port, "/huge"), "max_body_bytes = 1048576");
+    EXPECT_FALSE(r.success);
+    EXPECT_EQ(r.summary, "body larger than 1048576 bytes");
+    EXPECT_LE(*sample(r, "probe_http_uncompressed_body_length"), 1048576);
+    EXPECT_LT(test::now_seconds() - start, 3.0);
+  }
 }
 
 TEST_F(HttpProbeTest, DeclaredBodyLengthAboveTheLimitFails) {
   const std::string port = serve();
-  ProbeResult r = run("http://127.0.0.1:" + port + "/big/5000", "max_body_bytes = 1000");
-  EXPECT_FALSE(r.success);
-  EXPECT_EQ(r.summary, "body larger than 1000 bytes");
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    ProbeResult r = run(url(host, port, "/big/5000"), "max_body_bytes = 1000");
+    EXPECT_FALSE(r.success);
+    EXPECT_EQ(r.summary, "body larger than 1000 bytes");
 
-  r = run("http://127.0.0.1:" + port + "/big/1000", "max_body_bytes = 1000");
-  EXPECT_TRUE(r.success) << r.summary;
-  EXPECT_EQ(sample(r, "probe_http_uncompressed_body_length"), 1000);
+    r = run(url(host, port, "/big/1000"), "max_body_bytes = 1000");
+    EXPECT_TRUE(r.success) << r.summary;
+    EXPECT_EQ(sample(r, "probe_http_uncompressed_body_length"), 1000);
+  }
 }
 
 TEST_F(HttpProbeTest, CancelStopsAHangingRunWithoutDone) {
   const std::string port = serve();
-  make_probe("http://127.0.0.1:" + port + "/hang");
-  int calls = 0;
-  probe_->start([&](const ProbeResult&) { ++calls; });
-  ASSERT_TRUE(run_until([&] { return probe_->phase() == "waiting for response"; }));
-  probe_->cancel();
-  EXPECT_EQ(probe_->phase(), "idle");
-  EXPECT_EQ(curl_->running(), 0u);
-  run_for(200);
-  EXPECT_EQ(calls, 0);
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    make_probe(url(host, port, "/hang"));
+    int calls = 0;
+    probe_->start([&](const ProbeResult&) { ++calls; });
+    ASSERT_TRUE(run_until([&] { return probe_->phase() == "waiting for response"; }));
+    probe_->cancel();
+    EXPECT_EQ(probe_->phase(), "idle");
+    EXPECT_EQ(curl_->running(), 0u);
+    run_for(200);
+    EXPECT_EQ(calls, 0);
+  }
   // TearDown asserts that no uv handle was left open.
 }
 
 TEST_F(HttpProbeTest, DestroyingARunningProbeNeverCallsDone) {
   const std::string port = serve();
-  make_probe("http://127.0.0.1:" + port + "/hang");
-  int calls = 0;
-  probe_->start([&](const ProbeResult&) { ++calls; });
-  ASSERT_TRUE(run_until([&] { return probe_->phase() == "waiting for response"; }));
-  probe_.reset();
-  EXPECT_EQ(curl_->running(), 0u);
-  run_for(200);
-  EXPECT_EQ(calls, 0);
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    make_probe(url(host, port, "/hang"));
+    int calls = 0;
+    probe_->start([&](const ProbeResult&) { ++calls; });
+    ASSERT_TRUE(run_until([&] { return probe_->phase() == "waiting for response"; }));
+    probe_.reset();
+    EXPECT_EQ(curl_->running(), 0u);
+    run_for(200);
+    EXPECT_EQ(calls, 0);
+  }
 }
 
 TEST_F(HttpProbeTest, CurlTimeoutIsASafetyNet) {
   const std::string port = serve();
-  ProbeResult r = run("http://127.0.0.1:" + port + "/hang", "", 300ms);
-  EXPECT_FALSE(r.success);
-  EXPECT_TRUE(r.timed_out);
-  EXPECT_EQ(r.summary, "timed out after 300 ms while waiting for response");
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    ProbeResult r = run(url(host, port, "/hang"), "", 300ms);
+    EXPECT_FALSE(r.success);
+    EXPECT_TRUE(r.timed_out);
+    EXPECT_EQ(r.summary, "timed out after 300 ms while waiting for response");
+  }
 }
 
 TEST_F(HttpProbeTest, ProbeMayBeDestroyedInsideItsDoneCallback) {
   const std::string port = serve();
-  make_probe("http://127.0.0.1:" + port + "/ok");
-  bool done = false;
-  probe_->start([&](const ProbeResult& r) {
-    EXPECT_TRUE(r.success) << r.summary;
-    probe_.reset();
-    done = true;
-  });
-  ASSERT_TRUE(run_until([&] { return done; }));
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    make_probe(url(host, port, "/ok"));
+    bool done = false;
+    probe_->start([&](const ProbeResult& r) {
+      EXPECT_TRUE(r.success) << r.summary;
+      probe_.reset();
+      done = true;
+    });
+    ASSERT_TRUE(run_until([&] { return done; }));
+  }
 }
 
 TEST_F(HttpProbeTest, EveryRunUsesAFreshConnectionAndFreshState) {
   const std::string port = serve();
-  make_probe("http://127.0.0.1:" + port + "/redirect/1");
-  for (int i = 0; i < 3; ++i) {
-    ProbeResult r = run_probe();
-    EXPECT_TRUE(r.success) << r.summary;
-    EXPECT_EQ(sample(r, "probe_http_uncompressed_body_length"), kOkBody.size());
-    EXPECT_EQ(sample(r, "probe_http_redirects"), 1);
+  int connections = 0;
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    make_probe(url(host, port, "/redirect/1"));
+    for (int i = 0; i < 3; ++i) {
+      ProbeResult r = run_probe();
+      EXPECT_TRUE(r.success) << r.summary;
+      EXPECT_EQ(sample(r, "probe_http_uncompressed_body_length"), kOkBody.size());
+      EXPECT_EQ(sample(r, "probe_http_redirects"), 1);
+    }
+    // 3 runs of 2 requests each, each on its own connection, plus this request.
+    connections += 7;
+    test::HttpResponse stats = test::http_get(std::stoi(port), "/stats");
+    EXPECT_EQ(stats.body, "connections " + std::to_string(connections) + "\n");
   }
-  // 3 runs of 2 requests each, each on its own connection, plus this request.
-  test::HttpResponse stats = test::http_get(std::stoi(port), "/stats");
-  EXPECT_EQ(stats.body, "connections 7\n");
 }
 
 // --- HTTPS ------------------------------------------------------------------
@@ -590,70 +709,48 @@ TEST_F(HttpProbeTest, BasicAuthReadsPasswordFromFileAndNeverShowsIt) {
 // below gets one canned response and is run both ways: to 127.0.0.1 (direct)
 // and to localhost (a name, so libcurl); the two must agree.
 
-// A server that answers every connection with the same bytes after reading the
-// request headers, writes each request to stderr, and closes (or, with
-// keep_open, waits for the client to close first).
-std::vector<std::string> canned_server(const std::string& response, bool keep_open = false) {
-  std::string hex;
-  for (unsigned char c : response) {
-    static const char* digits = "0123456789abcdef";
-    hex += digits[c >> 4];
-    hex += digits[c & 15];
-  }
-  static const char* script = R"PY(
-import socket, sys, threading
-resp, keep_open = bytes.fromhex(sys.argv[1]), sys.argv[2] == "1"
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", 0))
-s.listen(16)
-print(s.getsockname()[1], flush=True)
-def serve(c):
-    data = b""
-    while b"\r\n\r\n" not in data:
-        d = c.recv(65536)
-        if not d:
-            break
-        data += d
-    sys.stderr.write(data.decode("latin-1") + "--\n")
-    sys.stderr.flush()
-    c.sendall(resp)
-    if keep_open:
-        c.settimeout(10)
-        try:
-            while c.recv(4096):
-                pass
-        except OSError:
-            pass
-    c.close()
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-)PY";
-  return {"/usr/bin/python3", "-c", script, hex, keep_open ? "1" : "0"};
+// A 200 response with the body "ok" whose header lines, status line and blank
+// line included, add up to `bytes`, in lines of about 100 bytes.
+std::string padded(size_t bytes) {
+  std::string head = "HTTP/1.1 200 OK\r\n";
+  const std::string tail = "Content-Length: 2\r\n\r\n";
+  size_t left = bytes - head.size() - tail.size();
+  for (size_t n = 100 + left % 100; left > 0; left -= n, n = 100)
+    head += "X-Pad: " + std::string(n - 9, 'a') + "\r\n";
+  return head + tail + "ok";
 }
+
+// A 200 response with the body "ok" and one header line of `bytes`, CRLF included.
+std::string long_line(size_t bytes) {
+  return "HTTP/1.1 200 OK\r\nX-Big: " + std::string(bytes - 9, 'a') +
+         "\r\nContent-Length: 2\r\n\r\nok";
+}
+
+const std::string kChunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
 
 struct CannedCase {
   const char* name;
-  std::string response;
+  std::string response;  // a NUL splits it into writes 50 ms apart
   bool keep_open;
   bool success;
   std::string summary;  // exact, or a prefix ending in '*'
   double body_length;
   double content_length;
   double http_version;
+  std::string keys = "";
 };
+
+void PrintTo(const CannedCase& c, std::ostream* os) { *os << c.name; }
 
 class HttpDirectTest : public HttpProbeTest, public ::testing::WithParamInterface<CannedCase> {};
 
 TEST_P(HttpDirectTest, AgreesWithLibcurl) {
   const CannedCase& c = GetParam();
-  servers_.push_back(std::make_unique<test::ChildProcess>(canned_server(c.response, c.keep_open)));
-  const std::string port = servers_.back()->first_line();
-  for (const char* host : {"127.0.0.1", "localhost"}) {
+  const std::string port = serve_canned(c.response, c.keep_open).first_line();
+  for (const std::string host : kHosts) {
     SCOPED_TRACE(host);
     double start = test::now_seconds();
-    ProbeResult r = run(std::string("http://") + host + ":" + port + "/x", "", 3s);
+    ProbeResult r = run(url(host, port, "/x"), c.keys, 3s);
     EXPECT_LT(test::now_seconds() - start, 2.0) << "waited for the server to close";
     EXPECT_EQ(r.success, c.success) << r.summary;
     if (c.summary.ends_with('*')) {
@@ -670,15 +767,14 @@ TEST_P(HttpDirectTest, AgreesWithLibcurl) {
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    Responses, HttpDirectTest,
+    Http, HttpDirectTest,
     ::testing::Values(
         CannedCase{"ContentLengthOnKeptOpenConnection",
                    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", true, true,
                    "HTTP 200 OK in ", 5, 5, 1.1},
         CannedCase{"Chunked",
-                   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
-                   "6;ext=1\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n",
-                   true, true, "HTTP 200 OK in ", 11, -1, 1.1},
+                   kChunked + "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n", true,
+                   true, "HTTP 200 OK in ", 11, -1, 1.1},
         CannedCase{"Http10UntilClose", "HTTP/1.0 200 OK\r\nServer: old\r\n\r\nabc", false, true,
                    "HTTP 200 OK in ", 3, -1, 1.0},
         CannedCase{"InterimResponseSkipped",
@@ -686,37 +782,198 @@ INSTANTIATE_TEST_SUITE_P(
                    "HTTP 204 No Content in ", 0, 0, 1.1},
         CannedCase{"BareLineFeeds", "HTTP/1.1 200 OK\nContent-Length: 2\n\nok", false, true,
                    "HTTP 200 OK in ", 2, 2, 1.1},
+        CannedCase{"MixedLineEnds", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX: y\n\r\nok", true,
+                   true, "HTTP 200 OK in ", 2, 2, 1.1},
+        CannedCase{"NoReasonPhrase", "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", true, true,
+                   "HTTP 200 in ", 0, 0, 1.1},
         CannedCase{"TruncatedBody", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", false,
                    false, "transfer closed with 7 bytes remaining to read", 3, 10, 1.1},
         CannedCase{"EmptyReply", "", false, false, "empty reply from server", 0, 0, 0},
+        CannedCase{"StatusLineCutShort", "HTTP/1.1 200 O", false, false, "empty reply from server",
+                   0, 0, 0},
+        // libcurl takes the complete lines for the response.
+        CannedCase{"HeadersCutShort", "HTTP/1.1 200 OK\r\nContent-Len", false, true,
+                   "HTTP 200 OK in ", 0, -1, 1.1},
+        CannedCase{"HeadersCutShortAfterContentLength", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n",
+                   false, false, "transfer closed with 2 bytes remaining to read", 0, -1, 1.1},
         CannedCase{"NotHttp", "SSH-2.0-OpenSSH_9.2\r\n", false, false, "not an HTTP response (*", 0,
                    0, 0},
         CannedCase{"ServerError", "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
-                   false, false, "HTTP 500 Internal Server Error (expected 2xx)", 0, 0, 1.1}),
+                   false, false, "HTTP 500 Internal Server Error (expected 2xx)", 0, 0, 1.1},
+        // Reads split anywhere.
+        CannedCase{"SplitStatusLine", "HT\0TP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"s, true,
+                   true, "HTTP 200 OK in ", 2, 2, 1.1},
+        CannedCase{"SplitHeaderEnd", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\0\r\0\no\0k"s, true,
+                   true, "HTTP 200 OK in ", 2, 2, 1.1},
+        CannedCase{"SplitChunks",
+                   kChunked + "\0"
+                              "5\0 ;e\0xt\r\0\nhel\0lo\r\0\n0\r\n\0\r\n"s,
+                   true, true, "HTTP 200 OK in ", 5, -1, 1.1},
+        CannedCase{"ClosedInAChunk", kChunked + "5\r\nhel", false, false,
+                   "transfer closed with outstanding read data remaining", 3, -1, 1.1},
+        // Chunk-size lines as libcurl reads them.
+        CannedCase{"ChunkExtensionAfterSpace", kChunked + "5 ;ext=1\r\nhello\r\n0\r\n\r\n", true,
+                   true, "HTTP 200 OK in ", 5, -1, 1.1},
+        CannedCase{"ChunkSizeAfterSpace", kChunked + " 5\r\nhello\r\n0\r\n\r\n", true, false,
+                   "illegal or missing hexadecimal sequence in chunked-encoding", 0, -1, 1.1},
+        // Transfer-Encoding and Content-Length.
+        CannedCase{"ChunkedOverridesContentLength",
+                   "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   "5\r\nhello\r\n0\r\n\r\n",
+                   true, true, "HTTP 200 OK in ", 5, -1, 1.1},
+        CannedCase{
+            "ChunkedOnAnEarlierLine",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n"
+            "Content-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            true, true, "HTTP 200 OK in ", 5, -1, 1.1},
+        CannedCase{
+            "OtherCodingReadsUntilClose",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 3\r\n\r\nhello",
+            false, true, "HTTP 200 OK in ", 5, -1, 1.1},
+        // libcurl decodes gzip, and fails here on bytes that are not gzip.
+        CannedCase{
+            "ChunkedThenGzip",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            false, false, "error while processing content unencoding: incorrect header check", 0,
+            -1, 1.1},
+        CannedCase{"LastContentLengthCounts",
+                   "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nhello world",
+                   false, true, "HTTP 200 OK in ", 5, 5, 1.1},
+        CannedCase{"ContentLengthReadAsANumberPrefix",
+                   "HTTP/1.1 200 OK\r\nContent-Length: +5 bytes\r\n\r\nhello world", false, true,
+                   "HTTP 200 OK in ", 5, 5, 1.1},
+        CannedCase{"InvalidContentLength", "HTTP/1.1 200\r\nContent-Length: abc\r\n\r\nhello",
+                   false, false, "invalid Content-Length: value", 0, -1, 1.1},
+        CannedCase{"OverflowingContentLength",
+                   "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\nhello", false,
+                   false, "body larger than 10485760 bytes", 0, -1, 1.1},
+        CannedCase{"NoContentIgnoresContentLength",
+                   "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello", true, true,
+                   "HTTP 204 No Content in ", 0, 0, 1.1},
+        CannedCase{"NotModifiedIgnoresInvalidContentLength",
+                   "HTTP/1.1 304 Not Modified\r\nContent-Length: abc\r\n\r\n", true, true,
+                   "HTTP 304 Not Modified in ", 0, 0, 1.1, "valid_status = [304]"},
+        CannedCase{"HeadWithHugeContentLength",
+                   "HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n", true, true,
+                   "HTTP 200 OK in ", 0, 99999999999, 1.1, "method = \"HEAD\""},
+        CannedCase{"HeadWithOverflowingContentLength",
+                   "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n", true, true,
+                   "HTTP 200 OK in ", 0, -1, 1.1, "method = \"HEAD\""},
+        // libcurl's limits: 100 KiB a line with its NUL, 300 KiB in all.
+        CannedCase{"ManyShortHeaderLines", padded(120 * 1024), false, true, "HTTP 200 OK in ", 2, 2,
+                   1.1},
+        CannedCase{"HeadersOf300KiB", padded(300 * 1024), false, true, "HTTP 200 OK in ", 2, 2,
+                   1.1},
+        CannedCase{"HeadersOver300KiB", padded(300 * 1024 + 1), false, false,
+                   "response headers larger than 300 KiB", 0, 2, 1.1},
+        CannedCase{"HeaderLineUnder100KiB", long_line(100 * 1024 - 1), false, true,
+                   "HTTP 200 OK in ", 2, 2, 1.1},
+        CannedCase{"HeaderLineOf100KiB", long_line(100 * 1024), false, false,
+                   "response header line of 100 KiB or more", 0, -1, 1.1}),
     [](const auto& info) { return std::string(info.param.name); });
 
+// The requests a canned server received, in order.
+std::vector<std::string> requests(const test::ChildProcess& server) {
+  std::vector<std::string> out;
+  const std::string log = server.stderr_text();
+  for (size_t at = 0, end; (end = log.find("--\n", at)) != std::string::npos; at = end + 3)
+    out.push_back(log.substr(at, end - at));
+  return out;
+}
+
 TEST_F(HttpProbeTest, DirectRequestCarriesTheHeadersLibcurlWouldSend) {
-  servers_.push_back(std::make_unique<test::ChildProcess>(
-      canned_server("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")));
-  const std::string port = servers_.back()->first_line();
+  test::ChildProcess& server = serve_canned("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  const std::string port = server.first_line();
   const std::string keys = R"(method = "OPTIONS"
 headers = { X-Probe = "yes", Accept = "text/plain", X-Empty = "" })";
-  for (const char* host : {"127.0.0.1", "localhost"}) {
-    ProbeResult r = run(std::string("http://") + host + ":" + port + "/a/../p?q=1#frag", keys);
+  for (const std::string host : kHosts) {
+    ProbeResult r = run(url(host, port, "/a/../p?q=1#frag"), keys);
     EXPECT_TRUE(r.success) << r.summary;
   }
-  std::string log = servers_.back()->stderr_text();
   // Two requests, the direct one first; after normalising the Host header they are equal.
-  size_t mid = log.find("--\n");
-  ASSERT_NE(mid, std::string::npos) << log;
-  std::string direct = log.substr(0, mid);
-  std::string curl = log.substr(mid + 3, log.find("--\n", mid + 3) - mid - 3);
-  EXPECT_THAT(direct, StartsWith("OPTIONS /p?q=1 HTTP/1.1\r\nHost: 127.0.0.1:" + port + "\r\n"));
-  curl.replace(curl.find("localhost"), 9, "127.0.0.1");
-  EXPECT_EQ(direct, curl);
-  EXPECT_THAT(direct, HasSubstr("\r\nX-Empty:\r\n"));
-  EXPECT_THAT(direct, HasSubstr("\r\nAccept: text/plain\r\n"));
-  EXPECT_THAT(direct, Not(HasSubstr("*/*")));
+  std::vector<std::string> got = requests(server);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_THAT(got[0], StartsWith("OPTIONS /p?q=1 HTTP/1.1\r\nHost: 127.0.0.1:" + port + "\r\n"));
+  got[1].replace(got[1].find("localhost"), 9, "127.0.0.1");
+  EXPECT_EQ(got[0], got[1]);
+  EXPECT_THAT(got[0], HasSubstr("\r\nX-Empty:\r\n"));
+  EXPECT_THAT(got[0], HasSubstr("\r\nAccept: text/plain\r\n"));
+  EXPECT_THAT(got[0], Not(HasSubstr("*/*")));
+}
+
+// After a direct hop, libcurl starts at the redirect as if it were the first
+// request; it must still send what it sends when it follows a redirect itself.
+TEST_F(HttpProbeTest, DirectRedirectHandsOverWhatLibcurlWouldSend) {
+  const std::string keys =
+      R"(headers = { Authorization = "Bearer s3cret", Cookie = "id=s3cret", Host = "example.org", X-Probe = "yes" }
+max_redirects = 1)";
+  auto redirect_to = [](const std::string& location) {
+    return "HTTP/1.1 302 Found\r\nLocation: " + location + "\r\nContent-Length: 0\r\n\r\n";
+  };
+  const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+  // Another host: no custom Host, Authorization or Cookie there.
+  test::ChildProcess& other = serve_canned(ok, false, "127.0.0.2");
+  const std::string to_other = "http://127.0.0.2:" + other.first_line() + "/b";
+  const std::string port = serve_canned(redirect_to(to_other)).first_line();
+  for (const std::string host : kHosts) {
+    ProbeResult r = run(url(host, port, "/a"), keys);
+    EXPECT_TRUE(r.success) << host << ": " << r.summary;
+  }
+  std::vector<std::string> got = requests(other);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0], got[1]);
+  EXPECT_THAT(got[0], HasSubstr("\r\nHost: 127.0.0.2:" + other.first_line() + "\r\n"));
+  EXPECT_THAT(got[0], HasSubstr("\r\nX-Probe: yes\r\n"));
+  EXPECT_THAT(got[0], Not(HasSubstr("s3cret")));
+  EXPECT_THAT(got[0], Not(HasSubstr("example.org")));
+
+  // The same host on another port: the custom Host stays, the credentials do not.
+  test::ChildProcess& same_host = serve_canned(ok);
+  for (const std::string host : kHosts) {
+    const std::string from =
+        serve_canned(redirect_to(url(host, same_host.first_line(), "/b"))).first_line();
+    ProbeResult r = run(url(host, from, "/a"), keys);
+    EXPECT_TRUE(r.success) << host << ": " << r.summary;
+  }
+  got = requests(same_host);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0], got[1]);
+  EXPECT_THAT(got[0], HasSubstr("\r\nHost: example.org\r\n"));
+  EXPECT_THAT(got[0], Not(HasSubstr("s3cret")));
+
+  // The same origin: everything stays (and the second redirect is one too many).
+  test::ChildProcess& same = serve_canned(redirect_to("/b"));
+  for (const std::string host : kHosts) {
+    EXPECT_EQ(run(url(host, same.first_line(), "/a"), keys).summary, "more than 1 redirects")
+        << host;
+  }
+  got = requests(same);
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[1], got[3]);
+  EXPECT_THAT(got[1], StartsWith("GET /b HTTP/1.1\r\nHost: example.org\r\n"));
+  EXPECT_THAT(got[1], HasSubstr("\r\nAuthorization: Bearer s3cret\r\n"));
+  EXPECT_THAT(got[1], HasSubstr("\r\nCookie: id=s3cret\r\n"));
+}
+
+TEST_F(HttpProbeTest, DirectRedirectTakesTheFirstLocationAsLibcurl) {
+  test::ChildProcess& target = serve_canned("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  const std::string to = "http://127.0.0.1:" + target.first_line();
+  // An empty Location does not count; a space is sent percent-encoded.
+  const std::string port =
+      serve_canned("HTTP/1.1 302 Found\r\nLocation:\r\nLocation: " + to +
+                   "/a b\r\nLocation: " + to + "/second\r\nContent-Length: 0\r\n\r\n")
+          .first_line();
+  for (const std::string host : kHosts) {
+    SCOPED_TRACE(host);
+    ProbeResult r = run(url(host, port, "/"));
+    EXPECT_TRUE(r.success) << r.summary;
+    EXPECT_EQ(sample(r, "probe_http_redirects"), 1);
+  }
+  std::vector<std::string> got = requests(target);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_THAT(got[0], StartsWith("GET /a%20b HTTP/1.1\r\n"));
+  EXPECT_EQ(got[0], got[1]);
 }
 
 // --- configuration ----------------------------------------------------------
