@@ -877,9 +877,11 @@ def main() -> int:
         ap.error("--types: http,tcp,icmp; --checks: numbers")
     if any(c < 1 or c > 20000 for c in counts) or not 1 <= args.windows <= 10 or args.window > 600:
         ap.error("--checks 1..20000, --windows 1..10, --window <= 10m")
-    for exe in (BLACKBOX, PROMETHEUS):
-        if not os.access(exe, os.X_OK):
-            ap.error(f"{exe} missing: sh bench/install-deps.sh")
+    # One command: what is missing is installed (idempotent) and wachtd is
+    # built (incrementally) unless a binary is given.
+    subprocess.run(["sh", os.path.join(HERE, "install-deps.sh")], check=True, timeout=1800)
+    if not args.wachtd:
+        wb.build(args.build_dir)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
 
     def on_signal(signum, _frame):

@@ -1062,7 +1062,7 @@ void Direct::chunked(const char*& data, size_t& len) {
           fail("too long hexadecimal number in chunked-encoding");
           return;
         }
-        const int c = data[n];
+        const int c = static_cast<unsigned char>(data[n]);
         chunk_size_ =
             chunk_size_ * 16 + static_cast<uint64_t>(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
       }
@@ -1264,6 +1264,8 @@ void Direct::closed() {
 
 void Direct::on_connected(uv_connect_t* req, int status) noexcept {
   auto* self = static_cast<Direct*>(req->data);
+  // guarded() catches everything the lambda throws.
+  // cppcheck-suppress throwInNoexceptFunction
   guarded(self, [&] { self->connected(status); });
 }
 
@@ -1274,6 +1276,8 @@ void Direct::on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) noexcept {
 
 void Direct::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) noexcept {
   auto* self = static_cast<Direct*>(stream->data);
+  // guarded() catches everything the lambda throws.
+  // cppcheck-suppress throwInNoexceptFunction
   guarded(self, [&] {
     if (self->closing_ || nread == 0) return;
     if (nread == UV_EOF) {

@@ -41,9 +41,14 @@ def preprocess_command(entry):
     return out + ["-E", "-o", "-"]
 
 
+# The checkout's path is left out of keys and cached output, so that a fresh
+# clone elsewhere (CI) finds the results of this one and the other way round.
+ROOT_TAG = "@ROOT@"
+
+
 def cache_key(entry, salt):
     h = hashlib.sha256(salt)
-    h.update(json.dumps(entry, sort_keys=True).encode())
+    h.update(json.dumps(entry, sort_keys=True).replace(str(ROOT), ROOT_TAG).encode())
     # Every .clang-tidy that applies: the unit's directory and its parents.
     for d in Path(entry["file"]).resolve().parents:
         config = d / ".clang-tidy"
@@ -55,7 +60,7 @@ def cache_key(entry, salt):
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     if pre.returncode != 0:
         return None  # does not preprocess: let clang-tidy report why
-    h.update(pre.stdout)
+    h.update(pre.stdout.replace(str(ROOT).encode(), ROOT_TAG.encode()))
     return h.hexdigest()
 
 
@@ -65,7 +70,8 @@ def analyse(entry, args, salt, cache_dir):
     cached = cache_dir / key if key else None
     if cached and cached.exists():
         data = json.loads(cached.read_text())
-        return entry["file"], key, data["rc"], data["output"], True, data.get("seconds", 0)
+        output = data["output"].replace(ROOT_TAG, str(ROOT))
+        return entry["file"], key, data["rc"], output, True, data.get("seconds", 0)
     proc = subprocess.run([args.clang_tidy, "-p", str(args.build_dir), "--quiet", entry["file"]],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # stderr carries "N warnings generated" and, with WarningsAsErrors,
@@ -75,7 +81,8 @@ def analyse(entry, args, salt, cache_dir):
         output = proc.stderr
     if cached:
         tmp = cached.with_suffix(".tmp%d" % os.getpid())
-        tmp.write_text(json.dumps({"rc": proc.returncode, "output": output,
+        tmp.write_text(json.dumps({"rc": proc.returncode,
+                                   "output": output.replace(str(ROOT), ROOT_TAG),
                                    "seconds": round(time.monotonic() - started, 1)}))
         tmp.replace(cached)
     return entry["file"], key, proc.returncode, output, False, time.monotonic() - started
@@ -88,7 +95,7 @@ def main():
     p.add_argument("-j", type=int, default=os.cpu_count() or 1)
     p.add_argument("--clang-tidy", default="clang-tidy-14")
     # Outside the build directory, like ccache's, so that CI on a fresh clone
-    # (in the same place) finds the results of the last run.
+    # finds the results of the last run.
     p.add_argument("--cache-dir", type=Path,
                    default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                    / "wacht" / "clang-tidy")

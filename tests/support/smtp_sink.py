@@ -13,6 +13,7 @@ trace headers prepended the way an MTA prepends Received:
 Behaviour switches:
   --tempfail N        answer 451 to the first N messages (end of DATA), then 250
   --reject            answer 550 to every message (end of DATA)
+  --delay S           wait S seconds before answering each DATA (a slow relay)
   recipients whose local part is "nobody" are refused at RCPT with 550
   --auth USER:PASS    require AUTH with exactly these credentials (needs --tls)
   --tls CERT KEY      offer STARTTLS with this certificate and require it
@@ -29,8 +30,9 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 
 class Handler:
-    def __init__(self, directory, tempfail, reject):
+    def __init__(self, directory, tempfail, reject, delay):
         self.directory = directory
+        self.delay = delay
         self.tempfail = tempfail
         self.reject = reject
         self.answered = 0
@@ -45,6 +47,8 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
         self.answered += 1
         self._write("attempts", str(self.answered))
         if self.answered <= self.tempfail:
@@ -84,12 +88,13 @@ def main():
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--tempfail", type=int, default=0)
     parser.add_argument("--reject", action="store_true")
+    parser.add_argument("--delay", type=float, default=0)
     parser.add_argument("--auth")
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     parser.add_argument("--smtps", nargs=2, metavar=("CERT", "KEY"))
     args = parser.parse_args()
 
-    handler = Handler(args.dir, args.tempfail, args.reject)
+    handler = Handler(args.dir, args.tempfail, args.reject, args.delay)
     options = {"hostname": "sink.test", "timeout": 30}
     if args.tls:
         options.update(tls_context=server_context(*args.tls), require_starttls=True)
