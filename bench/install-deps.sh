@@ -17,16 +17,4 @@ PACKAGES="
   nginx-light prometheus prometheus-blackbox-exporter monitoring-plugins-basic gcc
   python3 python3-aiosmtpd valgrind linux-perf heaptrack
 "
-missing=""
-for p in $PACKAGES; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-  echo "installing:$missing"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  # --no-install-recommends: no extra packages (prometheus recommends more).
-  $SUDO apt-get install -y -qq --no-install-recommends $missing
-fi
+exec sh "$(dirname "$0")/../scripts/install-deps.sh" $PACKAGES

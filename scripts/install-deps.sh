@@ -1,5 +1,6 @@
 #!/bin/sh
-# Installs every Debian 12 package wacht needs to build, run and test.
+# Installs every Debian 12 package wacht needs to build, run and test, or
+# with arguments just those packages (bench/install-deps.sh).
 # Idempotent: apt runs only when something is missing.
 set -eu
 # The last line is for scripts/ops-checks.sh: dpkg-shlibdeps for the .deb,
@@ -15,6 +16,7 @@ PACKAGES="
   dpkg-dev systemd man-db groff-base mandoc python3-yaml
   prometheus-alertmanager ccache
 "
+[ $# -eq 0 ] || PACKAGES="$*"
 missing=""
 for p in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -25,7 +27,7 @@ if [ -n "$missing" ]; then
   [ "$(id -u)" -eq 0 ] || SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
-  # --no-install-recommends keeps the prometheus package from pulling in a
-  # running server; wacht only needs its promtool.
+  # --no-install-recommends keeps the prometheus package from pulling in
+  # more than wacht uses (its promtool; its server only in bench/).
   $SUDO apt-get install -y -qq --no-install-recommends $missing
 fi
