@@ -53,7 +53,7 @@ def cache_key(entry, salt):
     for d in Path(entry["file"]).resolve().parents:
         config = d / ".clang-tidy"
         if config.is_file():
-            h.update(str(config).encode() + config.read_bytes())
+            h.update(str(config.relative_to(ROOT)).encode() + config.read_bytes())
         if d == ROOT:
             break
     pre = subprocess.run(preprocess_command(entry), cwd=entry["directory"],
