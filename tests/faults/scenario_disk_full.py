@@ -87,12 +87,14 @@ def run(ctx):
     d.wait_metric("wacht_outbox_pending", lambda v: v == 0, 10, "an empty outbox")
     time.sleep(2.0)
 
+    # The responsiveness watch ends here: the kill below makes wachtd
+    # unreachable on purpose until it has restarted.
+    health.stop()
     before = sink.count()
     d.kill9()
     d.start()
     time.sleep(3.0)
     after_restart = sink.count() - before
-    health.stop()
 
     mails = sink.mails()
     counts = message_id_counts(mails)
