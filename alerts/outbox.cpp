@@ -107,10 +107,21 @@ T integer(const json& j) {
   return j.get<T>();
 }
 
+// Sequence numbers count notifications from 1 and never come near 2^53; a
+// larger one is a forged record, and one at 2^64-1 would wrap the counter so
+// that the next notification took a number already in use.
+constexpr uint64_t kMaxSeq = uint64_t{1} << 53;
+
+uint64_t sequence(const json& j) {
+  const auto v = integer<uint64_t>(j);
+  if (v >= kMaxSeq) throw std::invalid_argument("sequence number out of range");
+  return v;
+}
+
 // Throws json::exception on a malformed record; the caller counts it as corrupt.
 Notification from_json(const json& j) {
   Notification n;
-  n.seq = integer<uint64_t>(j.at("seq"));
+  n.seq = sequence(j.at("seq"));
   n.receiver = j.at("receiver").get<std::string>();
   n.to = j.value("to", std::vector<std::string>{});
   n.thread_key = j.value("thread_key", "");
@@ -293,12 +304,12 @@ struct Outbox::Impl {
         // fsync is the same notification.
         receivers_[receiver].queue.emplace(seq, Entry{std::move(n), true});
       } else if (op == "done") {
-        uint64_t seq = integer<uint64_t>(record.at("seq"));
+        uint64_t seq = sequence(record.at("seq"));
         next_seq_ = std::max(next_seq_, seq + 1);
         for (auto& [name, r] : receivers_) r.queue.erase(seq);
         ++done_in_file_;
       } else if (op == "meta") {
-        next_seq_ = std::max(next_seq_, integer<uint64_t>(record.at("next_seq")));
+        next_seq_ = std::max(next_seq_, sequence(record.at("next_seq")));
       } else {
         return false;
       }

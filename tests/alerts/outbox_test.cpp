@@ -730,5 +730,28 @@ TEST_F(OutboxTest, RecordWithANonIntegerNumberIsSkippedAsCorrupt) {
   EXPECT_EQ(box.pending_list().back().seq, 2u);
 }
 
+// Found by fuzz/outbox_journal_fuzzer: a record with seq 2^64-1 (a valid
+// integer) wrapped the next sequence number to 0, and the next notification
+// was not pending. Numbers that large are forged records.
+TEST_F(OutboxTest, ASequenceNumberNoCounterReachesIsSkippedAsCorrupt) {
+  QuietLog quiet;
+  auto enqueue = [](const std::string& seq, const std::string& id) {
+    return R"({"op":"enqueue","n":{"seq":)" + seq + R"(,"receiver":"mail","message_id":"<)" + id +
+           R"(@wacht.test>","created_ms":1790000000000}})";
+  };
+  write_text(journal(), journal_line(enqueue("3", "a")) +
+                            journal_line(enqueue("18446744073709551615", "b")) +
+                            journal_line(enqueue("9007199254740992", "c")) +
+                            journal_line(R"({"op":"done","seq":18446744073709551615})") +
+                            journal_line(R"({"op":"meta","next_seq":18446744073709551615})"));
+  Outbox box(loop(), options(), events_.observer());
+  open(box);
+  EXPECT_EQ(ids_of(box.pending_list()), std::vector<std::string>{"<a@wacht.test>"});
+  EXPECT_EQ(box.corrupt_entries_skipped(), 4u);
+  box.enqueue(make("mail", "t", "next"));
+  ASSERT_EQ(box.pending_list().size(), 2u);
+  EXPECT_EQ(box.pending_list().back().seq, 4u);
+}
+
 }  // namespace
 }  // namespace wacht::alerts
