@@ -378,12 +378,9 @@ void App::on_result(const config::CheckConfig& c, const probes::ProbeResult& r,
   metrics_->observe_lag(info.started_ns > info.due_ns
                             ? static_cast<double>(info.started_ns - info.due_ns) / 1e9
                             : 0.0);
-  CheckRuntime* rt = static_cast<CheckRuntime*>(info.context);
-  if (!rt) {
-    auto it = checks_.find(c.id);
-    if (it == checks_.end()) return;
-    rt = &it->second;
-  }
+  // apply() gives every check its CheckRuntime before the scheduler adds it
+  // (set_context), and std::map keeps the pointer valid while the check lives.
+  auto* rt = static_cast<CheckRuntime*>(info.context);
   rt->series->update(r);
   alerts::Grade g = alerts::grade(r, c.thresholds, unix_now());
   auto fx = engine_.observe(c.id, g.state, g.summary, alerts::Clock::now());

@@ -706,22 +706,26 @@ TEST_F(OutboxTest, CorruptedJournalRecoversEveryIntactEntryAndNothingElse) {
                          2 * std::size(garbage) * (lines.size() + 1) + 500);
 }
 
+// A hand-written enqueue record whose numbers are given as JSON text.
+std::string enqueue_record(const std::string& seq, const std::string& id,
+                           const std::string& created_ms = "1790000000000") {
+  return R"({"op":"enqueue","n":{"seq":)" + seq + R"(,"receiver":"mail","message_id":"<)" + id +
+         R"(@wacht.test>","created_ms":)" + created_ms + "}}";
+}
+
 // Found by fuzz/outbox_journal_fuzzer: a record with a number that is not an
 // integer ("seq": 1e300, or 2^64, which JSON parsers read as a float) was
 // converted with undefined behaviour. Such a record is malformed.
 TEST_F(OutboxTest, RecordWithANonIntegerNumberIsSkippedAsCorrupt) {
   QuietLog quiet;
-  auto enqueue = [](const std::string& seq, const std::string& id, const std::string& created) {
-    return R"({"op":"enqueue","n":{"seq":)" + seq + R"(,"receiver":"mail","message_id":"<)" + id +
-           R"(@wacht.test>","created_ms":)" + created + "}}";
-  };
-  write_text(journal(), journal_line(enqueue("1", "a", "1790000000000")) +
-                            journal_line(enqueue("1.5", "b", "1790000000000")) +
-                            journal_line(enqueue("18446744073709551616", "c", "1790000000000")) +
-                            journal_line(enqueue("4", "d", "1e300")) +
-                            journal_line(R"({"op":"done","seq":1e300})") +
-                            journal_line(R"({"op":"done","seq":1.0})") +
-                            journal_line(R"({"op":"meta","next_seq":1e300})"));
+  write_text(journal(),
+             journal_line(enqueue_record("1", "a", "1790000000000")) +
+                 journal_line(enqueue_record("1.5", "b", "1790000000000")) +
+                 journal_line(enqueue_record("18446744073709551616", "c", "1790000000000")) +
+                 journal_line(enqueue_record("4", "d", "1e300")) +
+                 journal_line(R"({"op":"done","seq":1e300})") +
+                 journal_line(R"({"op":"done","seq":1.0})") +
+                 journal_line(R"({"op":"meta","next_seq":1e300})"));
   Outbox box(loop(), options(), events_.observer());
   open(box);
   EXPECT_EQ(ids_of(box.pending_list()), std::vector<std::string>{"<a@wacht.test>"});
@@ -735,13 +739,9 @@ TEST_F(OutboxTest, RecordWithANonIntegerNumberIsSkippedAsCorrupt) {
 // was not pending. Numbers that large are forged records.
 TEST_F(OutboxTest, ASequenceNumberNoCounterReachesIsSkippedAsCorrupt) {
   QuietLog quiet;
-  auto enqueue = [](const std::string& seq, const std::string& id) {
-    return R"({"op":"enqueue","n":{"seq":)" + seq + R"(,"receiver":"mail","message_id":"<)" + id +
-           R"(@wacht.test>","created_ms":1790000000000}})";
-  };
-  write_text(journal(), journal_line(enqueue("3", "a")) +
-                            journal_line(enqueue("18446744073709551615", "b")) +
-                            journal_line(enqueue("9007199254740992", "c")) +
+  write_text(journal(), journal_line(enqueue_record("3", "a")) +
+                            journal_line(enqueue_record("18446744073709551615", "b")) +
+                            journal_line(enqueue_record("9007199254740992", "c")) +
                             journal_line(R"({"op":"done","seq":18446744073709551615})") +
                             journal_line(R"({"op":"meta","next_seq":18446744073709551615})"));
   Outbox box(loop(), options(), events_.observer());
