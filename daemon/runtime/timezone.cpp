@@ -298,7 +298,7 @@ std::optional<TimeZone::PosixRule> TimeZone::parse_posix_rule(std::string_view t
 
 int64_t TimeZone::rule_instant(const RuleDate& date, int year, int32_t offset) {
   int64_t jan1 = days_from_civil(year, 1, 1);
-  int64_t days;
+  int64_t days = 0;  // every kind is a case below; GCC -O2 cannot tell
   switch (date.kind) {
     case RuleDate::kJulian: days = jan1 + date.day - 1 + (is_leap(year) && date.day >= 60); break;
     case RuleDate::kZeroBasedDay: days = jan1 + date.day; break;
